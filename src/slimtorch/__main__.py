@@ -1,0 +1,5 @@
+"""``python -m slimtorch`` runs the command-line interface."""
+
+from slimtorch.cli import main
+
+raise SystemExit(main())
