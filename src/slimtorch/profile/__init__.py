@@ -1,0 +1,1 @@
+"""Measure a model: parameters, MACs/FLOPs, activation memory, latency."""
