@@ -1,0 +1,366 @@
+"""The ``slimtorch`` command line: each subcommand builds the same config the Python API takes.
+
+User mistakes (bad paths, names, shapes, option values) print one line and exit with status 2;
+no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from slimtorch.errors import ConfigError, SlimtorchError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse an input shape like ``1,1,8,8`` or ``1x3x32x32``.
+
+    Args:
+        text: comma- or x-separated positive integers.
+
+    Returns:
+        The shape as a tuple.
+
+    Example:
+        >>> parse_shape("1x3x32x32")
+        (1, 3, 32, 32)
+    """
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--input-shape: expected comma-separated positive integers like 1,1,8,8, got {text!r}"
+        ) from None
+    if not shape or any(d < 1 for d in shape):
+        raise ConfigError(
+            f"--input-shape: every dimension must be a positive integer, got {text!r}"
+        )
+    return shape
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    return values
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model construction (zoo names and factories)")
+    g.add_argument("--num-classes", type=int, default=None, help="output classes (default 10)")
+    g.add_argument("--in-channels", type=int, default=None, help="input channels (default 1)")
+    g.add_argument("--image-size", type=int, default=None, help="input height/width (default 8)")
+    g.add_argument(
+        "--norm", default=None, help="normalization: batch, layer, instance, group, weight or none"
+    )
+    g.add_argument(
+        "--act",
+        default=None,
+        help="activation: sigmoid, relu, leakyrelu, relu6, silu (swish) or hardswish",
+    )
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    keys = ("num_classes", "in_channels", "image_size", "norm", "act")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="slimtorch",
+        description="Make neural networks small and fast: measure, train and (soon) compress.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _profile_parser(sub)
+    return parser
+
+
+def _version() -> str:
+    from slimtorch import __version__
+
+    return f"slimtorch {__version__}"
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a zoo model or your own factory on a data set",
+        description="Train a model and save a checkpoint "
+        "(model.safetensors + model.json) in --out.",
+    )
+    p.add_argument(
+        "--model",
+        default="lenet5",
+        help="zoo name (lenet300, lenet5, vgg, mobilenetv2, resnet) or "
+        "package.module:factory (default lenet5)",
+    )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="digits (built in), a .npz file with x and y, a folder with one "
+        "subfolder per class, or idx:IMAGES,LABELS (default digits)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder for the checkpoint")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--optimizer", default="adam", help="adam or sgd (default adam)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
+    p.add_argument("--scheduler", default="none", help="none or cosine (default none)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed for split, init and order (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy of a checkpoint on a data set split",
+        description="Evaluate a checkpoint's loss and top-1 accuracy.",
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder or its model.json")
+    p.add_argument("--data", default="digits", help="data source, as for train (default digits)")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="which split to score (default test)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="split seed used at training (default 0)")
+    p.add_argument("--json", type=Path, help="also write the result as JSON here")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _profile_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="parameters, size in bits, MACs/FLOPs, memory, latency, energy, roofline",
+        description="Profile one model, or two side by side with ratios. MODEL is a zoo name, "
+        "a checkpoint folder (or its model.json), or package.module:factory.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="one or two models to profile")
+    p.add_argument(
+        "--input-shape",
+        type=parse_shape,
+        default=None,
+        help="example input shape with batch, e.g. 1,1,8,8 (default: from the model's "
+        "in_channels and image_size; required for factories)",
+    )
+    p.add_argument("--json", type=Path, help="write the full profile as JSON here")
+    p.add_argument("--csv", type=Path, help="write the per-layer table as CSV here")
+    p.add_argument("--plot", type=Path, help="write a PNG of per-layer MACs, parameters, latency")
+    p.add_argument("--roofline-plot", type=Path, help="write a PNG roofline of the layers here")
+    p.add_argument("--no-latency", action="store_true", help="skip all timing")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--runs", type=int, default=30, help="timed runs (default 30)")
+    p.add_argument(
+        "--batch-sizes",
+        type=_int_list,
+        default=(1, 8, 32, 128),
+        help="throughput sweep batch sizes, comma-separated (default 1,8,32,128); "
+        "empty string to skip",
+    )
+    p.add_argument(
+        "--no-roofline",
+        action="store_true",
+        help="skip measuring this machine's bandwidth and peak FLOP/s",
+    )
+    p.add_argument(
+        "--optimizer",
+        default="adam",
+        help="optimizer assumed for training memory: adam, sgd, sgd-momentum",
+    )
+    p.add_argument(
+        "--act-bits",
+        type=int,
+        default=32,
+        help="activation bit width for the energy estimate (default 32)",
+    )
+    p.add_argument("--quiet", action="store_true", help="print nothing to the terminal")
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_profile)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from slimtorch.checkpoint import save_checkpoint
+    from slimtorch.data import load_data, make_loaders
+    from slimtorch.models import ModelSpec, build_model
+    from slimtorch.train import FitConfig, evaluate, fit
+
+    splits = load_data(args.data, seed=args.seed)
+    kwargs = _model_kwargs(args)
+    kwargs.setdefault("num_classes", splits.num_classes)
+    if ":" not in args.model:
+        kwargs.setdefault("in_channels", splits.input_shape[0])
+        kwargs.setdefault("image_size", splits.input_shape[-1])
+    spec = ModelSpec(name=args.model, kwargs=kwargs)
+    config = FitConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        scheduler=args.scheduler,
+        seed=args.seed,
+    )
+    torch_seed(args.seed)
+    model = build_model(spec)
+    train_loader, val_loader, test_loader = make_loaders(splits, args.batch_size, seed=args.seed)
+    report = fit(model, train_loader, val_loader, config, progress=not args.quiet)
+    test = evaluate(model, test_loader)
+    metrics = {
+        "data": splits.name,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "best_val_accuracy": report.best_val_accuracy,
+        "test_accuracy": test.accuracy,
+        "test_loss": test.loss,
+    }
+    path = save_checkpoint(args.out, model, spec, metrics)
+    print(
+        f"{spec.name} on {splits.name}: test accuracy {test.accuracy:.4f} "
+        f"(n={test.n}); checkpoint {path}"
+    )
+    return 0
+
+
+def torch_seed(seed: int) -> None:
+    """Seed torch's global generator (model initialization)."""
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from slimtorch.checkpoint import load_checkpoint
+    from slimtorch.data import load_data, make_loaders
+    from slimtorch.io import atomic_write_text
+    from slimtorch.train import evaluate
+
+    model, spec, _ = load_checkpoint(args.checkpoint)
+    splits = load_data(args.data, seed=args.seed)
+    loaders = dict(
+        zip(("train", "val", "test"), make_loaders(splits, args.batch_size, args.seed), strict=True)
+    )
+    result = evaluate(model, loaders[args.split])
+    print(
+        f"{spec.name} on {splits.name} [{args.split}]: accuracy {result.accuracy:.4f}, "
+        f"loss {result.loss:.4f} (n={result.n})"
+    )
+    if args.json:
+        import json
+
+        payload = {
+            "model": spec.name,
+            "data": splits.name,
+            "split": args.split,
+            "accuracy": result.accuracy,
+            "loss": result.loss,
+            "n": result.n,
+        }
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from slimtorch.profile import ProfileConfig, profile_model
+    from slimtorch.profile.output import (
+        compare_table,
+        plot_profile,
+        print_profile,
+        write_csv,
+        write_json,
+    )
+    from slimtorch.resolve import example_input, resolve_model
+
+    if len(args.models) > 2:
+        raise ConfigError(f"profile: give one model, or two to compare; got {len(args.models)}")
+    config = ProfileConfig(
+        latency=not args.no_latency,
+        warmup=args.warmup,
+        runs=args.runs,
+        throughput_batch_sizes=tuple(args.batch_sizes),
+        roofline=not args.no_roofline,
+        optimizer=args.optimizer,
+        act_bits=args.act_bits,
+    )
+    profiles = []
+    for source in args.models:
+        resolved = resolve_model(source, **_model_kwargs(args))
+        x = example_input(resolved, args.input_shape)
+        profiles.append(
+            profile_model(resolved.model, x, config, name=resolved.label, progress=not args.quiet)
+        )
+    console = Console()
+    if not args.quiet:
+        for p in profiles:
+            print_profile(p, console)
+        if len(profiles) == 2:
+            console.print(compare_table(*profiles))
+    _write_profile_outputs(args, profiles, write_json, write_csv, plot_profile)
+    return 0
+
+
+def _write_profile_outputs(args, profiles, write_json, write_csv, plot_profile) -> None:
+    single = profiles[0] if len(profiles) == 1 else profiles
+    if args.json:
+        write_json(single, args.json)
+    if args.csv:
+        write_csv(single, args.csv)
+    if args.plot:
+        plot_profile(single, args.plot)
+    if args.roofline_plot:
+        from slimtorch.profile.roofline import plot_roofline, roofline_point
+
+        p = profiles[0]
+        if p.machine is None:
+            raise ConfigError("--roofline-plot needs the machine peaks; drop --no-roofline")
+        points = [
+            (lp.name, roofline_point(lp.flops, lp.bytes_moved, p.machine))
+            for lp in p.layers
+            if lp.intensity is not None
+        ]
+        plot_roofline(points, p.machine, args.roofline_plot)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``slimtorch`` console script.
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SlimtorchError as exc:
+        print(f"slimtorch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("slimtorch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

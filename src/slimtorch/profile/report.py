@@ -1,0 +1,360 @@
+"""Assemble a whole-model profile from the profiler's building blocks.
+
+``profile_model`` runs the op tracer once (MACs, FLOPs, OPs, shapes, bytes), sizes every
+parameter in bits, estimates energy from the 45 nm table, places each layer on this machine's
+roofline, and (optionally) measures latency and throughput. It never mutates the model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from slimtorch.errors import ConfigError
+from slimtorch.profile.energy import EnergyBreakdown, estimate_energy
+from slimtorch.profile.memory import (
+    ActivationMemory,
+    TrainingMemory,
+    activation_memory,
+    training_memory,
+)
+from slimtorch.profile.roofline import MachinePeaks, load_or_measure_machine, roofline_point
+from slimtorch.profile.size import TensorSize, WeightFormat, model_size_bits
+from slimtorch.profile.timing import (
+    LatencyStats,
+    ThroughputPoint,
+    layer_latencies,
+    measure_latency,
+    throughput_sweep,
+)
+from slimtorch.profile.trace import Trace, trace_model
+
+PROFILE_FORMAT_VERSION = 1
+BITS_PER_BYTE = 8
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """What to measure.
+
+    Args:
+        latency: time the whole model (warm-up, repeated runs, median/p90/p99).
+        warmup: untimed runs before timing.
+        runs: timed runs for the latency figure.
+        layer_latency: also time every leaf module (hooks around each forward).
+        throughput_batch_sizes: batch sizes for the throughput sweep; empty to skip it.
+        roofline: place layers on the machine's roofline (peaks measured once and cached).
+        optimizer: optimizer assumed by the training-memory estimate ("adam", "sgd",
+            "sgd-momentum").
+        act_bits: bit width of activations for the energy estimate.
+        formats: weight storage formats by parameter/module name or regex (first match wins);
+            parameters without a match are sized at their own dtype, dense or sparse,
+            whichever is smaller.
+    """
+
+    latency: bool = True
+    warmup: int = 5
+    runs: int = 30
+    layer_latency: bool = True
+    throughput_batch_sizes: tuple[int, ...] = (1, 8, 32, 128)
+    roofline: bool = True
+    optimizer: str = "adam"
+    act_bits: int = 32
+    formats: Mapping[str, WeightFormat] = field(default_factory=dict)
+    version: int = PROFILE_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.runs < 1:
+            raise ConfigError(f"profile: runs must be >= 1 and warmup >= 0, got {self.runs}")
+        if any(b < 1 for b in self.throughput_batch_sizes):
+            raise ConfigError("profile: throughput batch sizes must be positive integers")
+        if not 1 <= self.act_bits <= 32:
+            raise ConfigError(f"profile: act_bits must be in 1..32, got {self.act_bits}")
+        if self.optimizer not in ("adam", "sgd", "sgd-momentum"):
+            raise ConfigError(
+                f"profile: optimizer must be adam, sgd or sgd-momentum, got {self.optimizer!r}"
+            )
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """One module's share of the model's cost (ops attributed to the innermost module)."""
+
+    name: str
+    kind: str
+    input_shape: tuple[int, ...] | None
+    output_shape: tuple[int, ...] | None
+    params: int
+    nonzero_params: int
+    size_bits: int
+    macs: int
+    effective_macs: int
+    flops: int
+    ops: int
+    energy_pj: float
+    bytes_moved: int
+    intensity: float | None
+    bound: str | None
+    latency_s: float | None
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Everything ``profile_model`` measured, per layer and in total."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...] | None
+    layers: tuple[LayerProfile, ...]
+    params: int
+    nonzero_params: int
+    size_bits: int
+    macs: int
+    effective_macs: int
+    flops: int
+    ops: int
+    activation: ActivationMemory
+    training: TrainingMemory
+    energy: EnergyBreakdown
+    latency: LatencyStats | None
+    throughput: tuple[ThroughputPoint, ...]
+    machine: MachinePeaks | None
+    version: int = PROFILE_FORMAT_VERSION
+
+    @property
+    def size_bytes(self) -> float:
+        """Model size in bytes (size in bits / 8)."""
+        return self.size_bits / BITS_PER_BYTE
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (timeline and raw latency samples left out for size)."""
+        return _jsonable(self)
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        skip = {"timeline", "samples_s"}
+        out = {k: _jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__ if k not in skip}
+        if isinstance(obj, ModelProfile):
+            out["size_bytes"] = obj.size_bytes
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _owner(param_name: str) -> str:
+    return param_name.rpartition(".")[0]
+
+
+def _layer_of(owner: str, layer_names: Sequence[str]) -> str:
+    """The traced layer a parameter belongs to: its owner, or the nearest traced ancestor.
+
+    Parametrized weights (weight norm) live under ``<layer>.parametrizations.weight``.
+    """
+    names = set(layer_names)
+    probe = owner
+    while True:
+        if probe in names:
+            return probe
+        if not probe:
+            return ""
+        probe = probe.rpartition(".")[0]
+
+
+def _stored_values(s: TensorSize) -> int:
+    return s.numel if s.layout == "dense" else max(s.nonzeros, 1)
+
+
+def _sizes_by_layer(
+    sizes: Mapping[str, TensorSize], layer_names: Sequence[str]
+) -> dict[str, list[TensorSize]]:
+    grouped: dict[str, list[TensorSize]] = {}
+    for pname, s in sizes.items():
+        grouped.setdefault(_layer_of(_owner(pname), layer_names), []).append(s)
+    return grouped
+
+
+def _weight_bits(sizes: Sequence[TensorSize]) -> int:
+    """Bits per stored weight value of a layer (the widest of its tensors), 32 if none."""
+    bits = [math.ceil(s.values_bits / _stored_values(s)) for s in sizes if s.numel > 1]
+    return max(bits) if bits else 32
+
+
+def _layer_energy(layer: Any, sizes: Sequence[TensorSize], act_bits: int) -> EnergyBreakdown:
+    weight_bits = _weight_bits(sizes)
+    return estimate_energy(
+        macs=layer.effective_macs,
+        other_flops=max(layer.flops - 2 * layer.macs, 0),
+        weight_bits_read=sum(s.total_bits for s in sizes),
+        activation_bits_read=layer.input_bytes * BITS_PER_BYTE * act_bits // 32,
+        activation_bits_written=layer.output_bytes * BITS_PER_BYTE * act_bits // 32,
+        weight_bits=weight_bits,
+        act_bits=act_bits,
+        number="float" if weight_bits >= 16 and act_bits >= 16 else "int",
+    )
+
+
+def _sum_energy(parts: Sequence[EnergyBreakdown]) -> EnergyBreakdown:
+    compute = sum(p.compute_pj for p in parts)
+    memory = sum(p.memory_pj for p in parts)
+    return EnergyBreakdown(compute_pj=compute, memory_pj=memory, total_pj=compute + memory)
+
+
+def _batch_of(example: torch.Tensor) -> torch.Tensor:
+    return example[:1]
+
+
+def profile_model(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    config: ProfileConfig | None = None,
+    name: str = "model",
+    progress: bool = False,
+) -> ModelProfile:
+    """Profile ``model`` on ``example_input``.
+
+    Args:
+        model: any ``nn.Module``; it is not changed (training flag restored).
+        example_input: one input batch (its shape is the profiled shape).
+        config: what to measure; defaults to ``ProfileConfig()``.
+        name: label used in reports and comparisons.
+        progress: print a spinner per stage (for the CLI).
+
+    Returns:
+        A ``ModelProfile`` with per-layer and total figures.
+
+    Example:
+        >>> from slimtorch.models import create_model
+        >>> p = profile_model(create_model("lenet5"), torch.zeros(1, 1, 8, 8),
+        ...                   ProfileConfig(latency=False, roofline=False,
+        ...                                 throughput_batch_sizes=()))
+        >>> p.macs > 0
+        True
+    """
+    cfg = config or ProfileConfig()
+    stage = _Stages(progress)
+    with stage("tracing ops"):
+        trace = trace_model(model, example_input)
+        act = activation_memory(trace)
+        train_mem = training_memory(model, example_input, optimizer=cfg.optimizer)
+    sizes = model_size_bits(model, cfg.formats)
+    machine = None
+    if cfg.roofline:
+        with stage("measuring machine peaks (cached after the first run)"):
+            machine = load_or_measure_machine()
+    latency, per_layer_s, throughput = None, {}, ()
+    if cfg.latency:
+        with stage("timing"):
+            latency = measure_latency(model, example_input, warmup=cfg.warmup, runs=cfg.runs)
+            if cfg.layer_latency:
+                per_layer_s = layer_latencies(model, example_input, runs=max(3, cfg.runs // 3))
+            if cfg.throughput_batch_sizes:
+                throughput = tuple(
+                    throughput_sweep(model, _batch_of(example_input), cfg.throughput_batch_sizes)
+                )
+    params_only = {n: s for n, s in sizes.items() if n in dict(model.named_parameters())}
+    layers = _layer_profiles(trace, sizes, params_only, machine, per_layer_s, cfg.act_bits)
+    grouped = _sizes_by_layer(sizes, [lc.name for lc in trace.layers])
+    energy = _sum_energy(
+        [_layer_energy(lc, grouped.get(lc.name, []), cfg.act_bits) for lc in trace.layers]
+    )
+    param_names = {n for n, _ in model.named_parameters()}
+    param_sizes = [s for n, s in sizes.items() if n in param_names]
+    return ModelProfile(
+        name=name,
+        input_shape=tuple(example_input.shape),
+        output_shape=trace.output_shape,
+        layers=layers,
+        params=trace.total_params,
+        nonzero_params=sum(s.nonzeros for s in param_sizes),
+        size_bits=sum(s.total_bits for s in sizes.values()),
+        macs=trace.total_macs,
+        effective_macs=trace.total_effective_macs,
+        flops=trace.total_flops,
+        ops=trace.total_ops,
+        activation=act,
+        training=train_mem,
+        energy=energy,
+        latency=latency,
+        throughput=throughput,
+        machine=machine,
+    )
+
+
+def _layer_profiles(
+    trace: Trace,
+    sizes: Mapping[str, TensorSize],
+    param_sizes: Mapping[str, TensorSize],
+    machine: MachinePeaks | None,
+    per_layer_s: Mapping[str, float],
+    act_bits: int,
+) -> tuple[LayerProfile, ...]:
+    grouped = _sizes_by_layer(sizes, [lc.name for lc in trace.layers])
+    grouped_params = _sizes_by_layer(param_sizes, [lc.name for lc in trace.layers])
+    out = []
+    for lc in trace.layers:
+        layer_sizes = grouped.get(lc.name, [])
+        point = None
+        moved = lc.input_bytes + lc.output_bytes + lc.weight_bytes
+        if machine is not None and lc.flops > 0 and moved > 0:
+            point = roofline_point(lc.flops, moved, machine)
+        out.append(
+            LayerProfile(
+                name=lc.name,
+                kind=lc.kind,
+                input_shape=lc.input_shape,
+                output_shape=lc.output_shape,
+                params=lc.params,
+                nonzero_params=sum(s.nonzeros for s in grouped_params.get(lc.name, [])),
+                size_bits=sum(s.total_bits for s in layer_sizes),
+                macs=lc.macs,
+                effective_macs=lc.effective_macs,
+                flops=lc.flops,
+                ops=lc.ops,
+                energy_pj=_layer_energy(lc, layer_sizes, act_bits).total_pj,
+                bytes_moved=moved,
+                intensity=point.intensity if point else None,
+                bound=point.bound if point else None,
+                latency_s=per_layer_s.get(lc.name),
+            )
+        )
+    return tuple(out)
+
+
+class _Stages:
+    """Tiny status printer: a rich spinner per stage when enabled, silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, what: str) -> Any:
+        if not self.enabled:
+            return _Null()
+        from rich.console import Console
+
+        return Console(stderr=True).status(f"[bold]profile[/]: {what}")
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> Literal[False]:
+        return False
+
+
+def select_layers(profile: ModelProfile, pattern: str) -> list[LayerProfile]:
+    """Layers whose qualified name fully matches ``pattern`` (a regex)."""
+    rx = re.compile(pattern)
+    return [lp for lp in profile.layers if rx.fullmatch(lp.name)]

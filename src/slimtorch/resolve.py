@@ -1,0 +1,139 @@
+"""Turn what a user typed (a zoo name, a checkpoint path, ``package.module:factory``) into a model.
+
+The CLI and the Python API share this, so ``slimtorch profile X`` and
+``slimtorch.resolve_model("X")`` mean the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimtorch.errors import ConfigError, ModelError
+
+DEFAULT_IMAGE_SIZE = 8
+DEFAULT_IN_CHANNELS = 1
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model plus what is known about the input it expects.
+
+    Attributes:
+        model: the module, in eval mode.
+        label: a short name for reports (zoo name, checkpoint folder, factory path).
+        source: what the user passed.
+        input_shape: a default example input shape with batch 1, or None when unknown
+            (factories: the user must pass ``--input-shape``).
+        spec_kwargs: the construction arguments, when known.
+    """
+
+    model: nn.Module
+    label: str
+    source: str
+    input_shape: tuple[int, ...] | None
+    spec_kwargs: dict[str, Any]
+
+
+def _zoo_input_shape(kwargs: dict[str, Any]) -> tuple[int, ...]:
+    c = int(kwargs.get("in_channels", DEFAULT_IN_CHANNELS))
+    s = int(kwargs.get("image_size", DEFAULT_IMAGE_SIZE))
+    return (1, c, s, s)
+
+
+def resolve_model(source: str | Path, **model_kwargs: Any) -> ResolvedModel:
+    """Build or load the model named by ``source``.
+
+    Args:
+        source: a zoo name (``lenet5``), a checkpoint folder or its ``model.json`` /
+            ``model.safetensors``, or ``package.module:factory``.
+        **model_kwargs: construction arguments for zoo names and factories (ignored, with an
+            error, for checkpoints, which carry their own).
+
+    Returns:
+        A ``ResolvedModel``.
+
+    Raises:
+        ModelError: the name is unknown, the path holds no checkpoint, or the factory fails.
+
+    Example:
+        >>> resolve_model("lenet5").input_shape
+        (1, 1, 8, 8)
+    """
+    from slimtorch.models import MODEL_NAMES, create_model
+
+    text = str(source)
+    path = Path(text)
+    if path.exists():
+        return _from_checkpoint(path, text, model_kwargs)
+    if text in MODEL_NAMES or ":" in text:
+        model = create_model(text, **model_kwargs).eval()
+        shape = _zoo_input_shape(model_kwargs) if text in MODEL_NAMES else None
+        if shape is None and "image_size" in model_kwargs and "in_channels" in model_kwargs:
+            shape = _zoo_input_shape(model_kwargs)
+        return ResolvedModel(model, text, text, shape, dict(model_kwargs))
+    raise ModelError(
+        f"{text!r} is not a zoo model ({', '.join(MODEL_NAMES)}), an existing checkpoint path, "
+        "or a package.module:factory"
+    )
+
+
+def _from_checkpoint(path: Path, text: str, model_kwargs: dict[str, Any]) -> ResolvedModel:
+    from slimtorch.checkpoint import load_checkpoint
+
+    if model_kwargs:
+        raise ConfigError(
+            f"{text}: a checkpoint carries its own construction arguments; "
+            f"drop {', '.join('--' + k.replace('_', '-') for k in model_kwargs)}"
+        )
+    model, spec, _ = load_checkpoint(path)
+    label = (path if path.is_dir() else path.parent).name or text
+    shape = _zoo_input_shape(spec.kwargs) if ":" not in spec.name else None
+    if ":" in spec.name and "image_size" in spec.kwargs and "in_channels" in spec.kwargs:
+        shape = _zoo_input_shape(spec.kwargs)
+    return ResolvedModel(model.eval(), label, text, shape, dict(spec.kwargs))
+
+
+def example_input(resolved: ResolvedModel, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """A seeded random example input for ``resolved``, checked by one forward pass.
+
+    Args:
+        resolved: the model.
+        shape: explicit input shape (with batch); default: the model's own.
+
+    Returns:
+        A float32 tensor of that shape.
+
+    Raises:
+        ConfigError: no shape given and none known.
+        ModelError: the model fails on this shape (one line, naming the shape).
+    """
+    shape = shape or resolved.input_shape
+    if shape is None:
+        raise ConfigError(
+            f"{resolved.source}: the input shape is not known for a factory model; "
+            "pass --input-shape, e.g. --input-shape 1,3,32,32"
+        )
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=gen)
+    _check_runs(resolved, x)
+    return x
+
+
+def _check_runs(resolved: ResolvedModel, x: torch.Tensor) -> None:
+    was_training = resolved.model.training
+    resolved.model.eval()
+    try:
+        with torch.no_grad():
+            resolved.model(x)
+    except Exception as exc:  # the user's model: any failure is reported in one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(
+            f"{resolved.label} fails on input shape {'x'.join(map(str, x.shape))}: {first}"
+        ) from None
+    finally:
+        resolved.model.train(was_training)
