@@ -1,0 +1,116 @@
+"""The CLI end to end: real runs on the zoo, parseable outputs, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slimtorch.cli import main, parse_shape
+from slimtorch.errors import ConfigError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "slimtorch", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_parse_shape() -> None:
+    assert parse_shape("1,3,32,32") == (1, 3, 32, 32)
+    assert parse_shape("2x1x8x8") == (2, 1, 8, 8)
+    for bad in ("", "a,b", "1,0,8", "-1,2"):
+        with pytest.raises(ConfigError):
+            parse_shape(bad)
+
+
+def test_profile_writes_json_csv_png(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    rc = main(
+        [
+            "profile",
+            "lenet5",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--batch-sizes",
+            "1,4",
+            "--no-roofline",
+            "--quiet",
+            "--json",
+            f"{out}.json",
+            "--csv",
+            f"{out}.csv",
+            "--plot",
+            f"{out}.png",
+        ]
+    )
+    assert rc == 0
+    data = json.loads(Path(f"{out}.json").read_text())
+    assert data["params"] == sum(layer["params"] for layer in data["layers"])
+    assert data["macs"] == sum(layer["macs"] for layer in data["layers"])
+    assert data["input_shape"] == [1, 1, 8, 8]
+    assert [t["batch_size"] for t in data["throughput"]] == [1, 4]
+    rows = list(csv.DictReader(Path(f"{out}.csv").read_text().splitlines()))
+    assert rows[-1]["name"] == "TOTAL" and int(rows[-1]["macs"]) == data["macs"]
+    assert Path(f"{out}.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_profile_compare_two_models(tmp_path: Path) -> None:
+    rc = main(
+        [
+            "profile",
+            "vgg",
+            "lenet5",
+            "--no-latency",
+            "--no-roofline",
+            "--json",
+            str(tmp_path / "c.json"),
+        ]
+    )
+    assert rc == 0
+    both = json.loads((tmp_path / "c.json").read_text())
+    assert [p["name"] for p in both] == ["vgg", "lenet5"]
+
+
+def test_train_then_profile_checkpoint(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    assert main(["train", "--model", "lenet300", "--epochs", "2", "--out", str(ck), "--quiet"]) == 0
+    assert (ck / "model.safetensors").exists() and (ck / "model.json").exists()
+    assert main(["evaluate", str(ck), "--json", str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["accuracy"] > 0.7 and result["n"] > 200
+    assert main(["profile", str(ck), "--no-latency", "--no-roofline", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["profile", "no_such_model"], "no_such_model"),
+        (["profile", "nosuchpkg.mod:factory", "--input-shape", "1,1,8,8"], "nosuchpkg"),
+        (["profile", "lenet5", "--input-shape", "1,3,5"], "1x3x5"),
+        (["profile", "lenet5", "--input-shape", "1,x"], "--input-shape"),
+        (["train", "--data", "/nonexistent/file.npz", "--out", "/tmp/never"], "file.npz"),
+        (["evaluate", "/nonexistent/ckpt"], "/nonexistent/ckpt"),
+    ],
+)
+def test_user_errors_are_one_line(args: list[str], needle: str) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and needle in lines[0]
+
+
+def test_help_explains_every_option() -> None:
+    proc = run_cli("profile", "--help")
+    assert proc.returncode == 0
+    for option in ("--input-shape", "--json", "--csv", "--plot", "--batch-sizes", "--runs"):
+        assert option in proc.stdout
