@@ -23,6 +23,7 @@ from slimtorch.profile.energy import (
     mac_energy_pj,
     mult_energy_pj,
     read_energy_pj_per_bit,
+    sum_energy,
 )
 
 
@@ -114,6 +115,16 @@ def test_mixed_widths_and_other_flops() -> None:
     assert e.mults_pj == pytest.approx(100 * INT8_MULT_PJ)  # MACs at max(4, 8)
     assert e.adds_pj == pytest.approx(100 * INT8_ADD_PJ + 10 * INT8_ADD_PJ)
     assert e.total_pj == pytest.approx(e.compute_pj + e.memory_pj)
+
+
+def test_sum_energy_adds_every_field() -> None:
+    a = estimate_energy(10, 5, 320, 64, 32)
+    b = estimate_energy(7, 0, 0, 32, 0, weight_bits=8, act_bits=8, number="int")
+    total = sum_energy([a, b])
+    assert total.total_pj == pytest.approx(a.total_pj + b.total_pj)
+    assert total.dram_pj == pytest.approx(a.dram_pj + b.dram_pj)
+    assert total.mults_pj == pytest.approx(a.mults_pj + b.mults_pj)
+    assert sum_energy([]).total_pj == 0.0
 
 
 @pytest.mark.parametrize(

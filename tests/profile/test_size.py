@@ -217,7 +217,10 @@ class _Net(nn.Module):
 
 
 def test_model_size_without_formats_uses_dtypes() -> None:
-    sizes = model_size_bits(_Net())
+    net = _Net()
+    net.bn.num_batches_tracked.fill_(3)
+    net.fc.bias.data[:2] = 0.0  # auto: bitmask 4 + 2 * 32 = 68 < 128 dense
+    sizes = model_size_bits(net)
     assert list(sizes) == [
         "conv.weight",
         "conv.bias",
@@ -230,8 +233,9 @@ def test_model_size_without_formats_uses_dtypes() -> None:
         "bn.num_batches_tracked",
     ]
     assert sizes["conv.weight"].total_bits == 4 * 3 * 3 * 3 * 32
-    assert sizes["bn.running_mean"].total_bits == 4 * 32
+    assert sizes["bn.running_var"].total_bits == 4 * 32  # ones: dense wins
     assert sizes["bn.num_batches_tracked"].total_bits == 64
+    assert (sizes["fc.bias"].layout, sizes["fc.bias"].total_bits) == ("bitmask", 68)
 
 
 def test_model_size_formats_match_by_name_module_and_regex() -> None:
@@ -241,7 +245,9 @@ def test_model_size_formats_match_by_name_module_and_regex() -> None:
         r"conv\.w.*": WeightFormat(bits=2, sparse="dense"),
         r"fc\..*": WeightFormat(bits=1, sparse="dense"),  # shadowed by "fc"
     }
-    sizes = model_size_bits(_Net(), formats, default=WeightFormat(bits=8, sparse="dense"))
+    net = _Net()
+    net.bn.num_batches_tracked.fill_(1)
+    sizes = model_size_bits(net, formats, default=WeightFormat(bits=8, sparse="dense"))
     assert sizes["fc.bias"].total_bits == 4 * 16
     assert sizes["fc.weight"].total_bits == 16 * 4
     assert sizes["conv.weight"].total_bits == 108 * 2

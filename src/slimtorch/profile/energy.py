@@ -22,7 +22,8 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from slimtorch.errors import ConfigError
@@ -64,17 +65,18 @@ MAX_BITS = 64
 class EnergyBreakdown:
     """Energy of one inference, in picojoules, split by where it goes.
 
-    ``compute_pj = mults_pj + adds_pj``; ``memory_pj = dram_pj + sram_pj``;
-    ``total_pj = compute_pj + memory_pj``.
+    ``total_pj = compute_pj + memory_pj``; from ``estimate_energy`` also
+    ``compute_pj = mults_pj + adds_pj`` and ``memory_pj = dram_pj + sram_pj`` (the split
+    fields default to 0 for totals built by hand).
     """
 
-    mults_pj: float
-    adds_pj: float
-    dram_pj: float
-    sram_pj: float
     compute_pj: float
     memory_pj: float
     total_pj: float
+    mults_pj: float = 0.0
+    adds_pj: float = 0.0
+    dram_pj: float = 0.0
+    sram_pj: float = 0.0
 
 
 def _check_kind(number: str, bits: int) -> None:
@@ -231,4 +233,25 @@ def estimate_energy(
     dram = weights if weights_in == "dram" else 0.0
     sram = activations + (weights if weights_in == "sram" else 0.0)
     compute, memory = mults + adds, dram + sram
-    return EnergyBreakdown(mults, adds, dram, sram, compute, memory, compute + memory)
+    return EnergyBreakdown(compute, memory, compute + memory, mults, adds, dram, sram)
+
+
+def sum_energy(parts: Iterable[EnergyBreakdown]) -> EnergyBreakdown:
+    """Field-by-field sum, e.g. of per-layer breakdowns into a model total.
+
+    Args:
+        parts: Breakdowns to add; none gives all zeros.
+
+    Returns:
+        An ``EnergyBreakdown`` whose every field is the sum of the parts' fields.
+
+    Example:
+        >>> sum_energy([estimate_energy(1, 0, 0, 0, 0)] * 2).mults_pj
+        7.4
+    """
+    names = [f.name for f in fields(EnergyBreakdown)]
+    totals = dict.fromkeys(names, 0.0)
+    for part in parts:
+        for name in names:
+            totals[name] += getattr(part, name)
+    return EnergyBreakdown(**totals)

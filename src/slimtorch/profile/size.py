@@ -250,7 +250,8 @@ def tensor_size_bits(t: Tensor, fmt: WeightFormat | None = None) -> TensorSize:
 
     Args:
         t: The tensor; zeros in it are what sparse layouts skip.
-        fmt: Storage format; None means dense at the tensor's own dtype width (as stored now).
+        fmt: Storage format; None means ``WeightFormat(bits=dtype_bits(t.dtype))``: the
+            tensor's own width, in the smallest of dense, csr and bitmask.
 
     Returns:
         A ``TensorSize`` with every part counted (see the module docstring).
@@ -260,7 +261,7 @@ def tensor_size_bits(t: Tensor, fmt: WeightFormat | None = None) -> TensorSize:
         >>> size.layout, size.total_bits
         ('bitmask', 80)
     """
-    fmt = fmt or WeightFormat(bits=dtype_bits(t.dtype), sparse="dense")
+    fmt = fmt or WeightFormat(bits=dtype_bits(t.dtype))
     t = t.detach()
     nnz = int(torch.count_nonzero(t))
     layout, values, index = _choose_layout(t, nnz, fmt)
@@ -312,7 +313,8 @@ def model_size_bits(
             matching key (in mapping order) wins.
         default: Format for floating-point tensors no key matches. Unmatched tensors
             otherwise (and all unmatched integer/bool tensors such as ``num_batches_tracked``)
-            count dense at their own dtype width, i.e. as PyTorch stores them now.
+            count at their own dtype width with ``sparse="auto"`` (so a tensor without zeros
+            counts ``numel * dtype bits``; a pruned one, its smallest sparse layout).
 
     Returns:
         ``{qualified name: TensorSize}`` in ``named_parameters()`` then ``named_buffers()``
