@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from slimtorch.errors import ConfigError
-from slimtorch.profile.energy import EnergyBreakdown, estimate_energy
+from slimtorch.profile.energy import EnergyBreakdown, estimate_energy, sum_energy
 from slimtorch.profile.memory import (
     ActivationMemory,
     TrainingMemory,
@@ -205,12 +205,6 @@ def _layer_energy(layer: Any, sizes: Sequence[TensorSize], act_bits: int) -> Ene
     )
 
 
-def _sum_energy(parts: Sequence[EnergyBreakdown]) -> EnergyBreakdown:
-    compute = sum(p.compute_pj for p in parts)
-    memory = sum(p.memory_pj for p in parts)
-    return EnergyBreakdown(compute_pj=compute, memory_pj=memory, total_pj=compute + memory)
-
-
 def _batch_of(example: torch.Tensor) -> torch.Tensor:
     return example[:1]
 
@@ -266,7 +260,7 @@ def profile_model(
     params_only = {n: s for n, s in sizes.items() if n in dict(model.named_parameters())}
     layers = _layer_profiles(trace, sizes, params_only, machine, per_layer_s, cfg.act_bits)
     grouped = _sizes_by_layer(sizes, [lc.name for lc in trace.layers])
-    energy = _sum_energy(
+    energy = sum_energy(
         [_layer_energy(lc, grouped.get(lc.name, []), cfg.act_bits) for lc in trace.layers]
     )
     param_names = {n for n, _ in model.named_parameters()}
