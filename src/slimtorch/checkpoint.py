@@ -1,0 +1,211 @@
+"""Model checkpoints: ``model.safetensors`` (weights) + ``model.json`` (how to rebuild them).
+
+A checkpoint is a folder with two files:
+
+- ``model.safetensors``: the model's ``state_dict`` in safetensors format (weight-normalized
+  layers keep their ``parametrizations.weight.original0/1`` keys).
+- ``model.json``: ``{"format": "slimtorch-checkpoint", "version": 1, "spec": {...},
+  "metrics": {...}, "weights": {"file": "model.safetensors", "bytes": N, "sha256": "..."}}``.
+  ``spec`` is a :class:`~slimtorch.models.ModelSpec` dict, so ``build_model`` rebuilds the
+  architecture before the weights are loaded.
+
+Both files are written atomically (weights first, then the header that vouches for them), and
+loading checks the byte count and SHA-256 before building anything, so a truncated or corrupted
+file gives a clear ModelError, never a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from slimtorch.errors import ConfigError, ModelError
+from slimtorch.io import atomic_write_bytes, atomic_write_text
+from slimtorch.models import ModelSpec, build_model
+
+FORMAT_NAME = "slimtorch-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+HEADER_FILE = "model.json"
+
+
+def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict as independent, contiguous CPU tensors (safetensors refuses shared ones)."""
+    state = model.state_dict()
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ModelError(f"cannot save non-tensor state entries: {', '.join(bad)}")
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def _json_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(dict(metrics or {}), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"checkpoint metrics must be JSON-serializable and finite: {exc}"
+        ) from exc
+
+
+def save_checkpoint(
+    out_dir: str | os.PathLike[str],
+    model: nn.Module,
+    spec: ModelSpec,
+    metrics: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``out_dir`` atomically.
+
+    Args:
+        out_dir: the checkpoint folder (created if missing).
+        model: the model whose ``state_dict`` is saved; it must be what ``build_model(spec)``
+            builds, so that loading can rebuild it.
+        spec: how to rebuild the architecture.
+        metrics: JSON-serializable numbers to keep with the weights (accuracy, loss, ...).
+        overwrite: replace an existing checkpoint in ``out_dir``; False refuses, so a
+            checkpoint that was an input is never clobbered by accident.
+
+    Returns:
+        The checkpoint folder.
+
+    Example:
+        >>> import tempfile
+        >>> from slimtorch.models import build_model, make_spec
+        >>> spec = make_spec("lenet5")
+        >>> folder = save_checkpoint(tempfile.mkdtemp(), build_model(spec), spec, {"acc": 0.9})
+        >>> sorted(p.name for p in folder.iterdir())
+        ['model.json', 'model.safetensors']
+    """
+    folder = Path(out_dir)
+    existing = [n for n in (WEIGHTS_FILE, HEADER_FILE) if (folder / n).exists()]
+    if existing and not overwrite:
+        raise ModelError(
+            f"{folder} already holds a checkpoint ({', '.join(existing)}); "
+            "pass overwrite=True or choose another folder"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    header_metrics = _json_metrics(metrics)
+    data = safetensors.torch.save(_state_tensors(model), metadata={"format": FORMAT_NAME})
+    atomic_write_bytes(folder / WEIGHTS_FILE, data)
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "spec": spec.to_dict(),
+        "metrics": header_metrics,
+        "weights": {"file": WEIGHTS_FILE, "bytes": len(data), "sha256": _sha256(data)},
+    }
+    atomic_write_text(folder / HEADER_FILE, json.dumps(header, indent=2) + "\n")
+    return folder
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _checkpoint_folder(path: Path) -> Path:
+    """The folder of a checkpoint given as the folder itself or either of its files."""
+    if path.is_dir():
+        return path
+    if path.name in (WEIGHTS_FILE, HEADER_FILE):
+        return path.parent
+    if not path.exists():
+        raise ModelError(f"checkpoint {path} does not exist")
+    raise ModelError(
+        f"{path} is not a checkpoint: expected a folder, {HEADER_FILE} or {WEIGHTS_FILE}"
+    )
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and check ``model.json``: format name, version, weights entry."""
+    if not path.is_file():
+        raise ModelError(f"checkpoint header {path} is missing")
+    try:
+        header = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"checkpoint header {path} is unreadable: {exc}") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise ModelError(f"{path} is not a {FORMAT_NAME} header")
+    version = header.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelError(f"{path} has an invalid version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelError(
+            f"{path} is checkpoint version {version}, newer than this slimtorch reads "
+            f"(up to {FORMAT_VERSION}); upgrade slimtorch to load it"
+        )
+    weights = header.get("weights")
+    if not isinstance(weights, dict) or not {"bytes", "sha256"} <= set(weights):
+        raise ModelError(f"{path} lacks the weights' size and sha256")
+    return header
+
+
+def _read_weights(path: Path, expected: dict[str, Any]) -> bytes:
+    """Read ``model.safetensors`` and check it against the header's size and SHA-256."""
+    if not path.is_file():
+        raise ModelError(f"checkpoint weights {path} are missing")
+    data = path.read_bytes()
+    if len(data) != expected["bytes"]:
+        raise ModelError(
+            f"{path} is truncated or altered: {len(data)} bytes, header says {expected['bytes']}"
+        )
+    if _sha256(data) != expected["sha256"]:
+        raise ModelError(f"{path} is corrupted: its sha256 does not match {HEADER_FILE}")
+    return data
+
+
+def _load_state(model: nn.Module, data: bytes, path: Path) -> None:
+    """Load safetensors bytes into ``model`` strictly; mismatches name the file."""
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as exc:  # safetensors raises its own error types on malformed payloads
+        raise ModelError(f"{path} is not a valid safetensors file: {exc}") from exc
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise ModelError(f"{path} does not fit the model its spec builds: {detail}") from exc
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
+    """Rebuild a model from a checkpoint folder (or its ``model.json`` / ``model.safetensors``).
+
+    Args:
+        path: the checkpoint folder or either of its two files.
+
+    Returns:
+        ``(model, spec, metrics)``; the model is on the CPU in eval mode.
+
+    Raises:
+        ModelError: a file is missing, unreadable, truncated or corrupted (the message names
+            it), the checkpoint is a newer version, or the weights do not fit the spec.
+
+    Example:
+        >>> import tempfile
+        >>> from slimtorch.models import build_model, make_spec
+        >>> spec = make_spec("lenet300")
+        >>> folder = save_checkpoint(tempfile.mkdtemp(), build_model(spec), spec, {"acc": 0.5})
+        >>> model, spec2, metrics = load_checkpoint(folder / "model.json")
+        >>> spec2 == spec, metrics
+        (True, {'acc': 0.5})
+    """
+    folder = _checkpoint_folder(Path(path))
+    header_path = folder / HEADER_FILE
+    header = _read_header(header_path)
+    weights_path = folder / WEIGHTS_FILE
+    data = _read_weights(weights_path, header["weights"])
+    try:
+        spec = ModelSpec.from_dict(header.get("spec"))
+    except ConfigError as exc:
+        raise ModelError(f"{header_path} has an invalid model spec: {exc}") from exc
+    model = build_model(spec)
+    _load_state(model, data, weights_path)
+    metrics = header.get("metrics") or {}
+    return model.eval(), spec, dict(metrics)
