@@ -101,7 +101,8 @@ def _sdpa(args, kwargs, out, is_weight) -> OpCount:
     scores = math.prod(q.shape[:-1]) * k.shape[-2]
     macs = scores * q.shape[-1] + scores * v.shape[-1]
     has_mask = any(isinstance(t, Tensor) for t in (*args[3:], *kwargs.values()))
-    extra = q.numel() + k.numel() + scores * (SOFTMAX_FLOPS + SDPA_MASK_FLOPS * has_mask)
+    k_per_query_head = math.prod(q.shape[:-2]) * k.shape[-2] * k.shape[-1]  # GQA broadcast
+    extra = q.numel() + k_per_query_head + scores * (SOFTMAX_FLOPS + SDPA_MASK_FLOPS * has_mask)
     return OpCount(macs, FLOPS_PER_MAC * macs + extra, scores * SOFTMAX_COMPARISONS, macs)
 
 

@@ -30,7 +30,8 @@ addmm / baddbmm / addmv (linear with bias)  matmul + 1 per output     0
 mv / dot                                    2 * M*K / 2 * K           0
 einsum, matmul, linear                      decompose into the above  -
 scaled_dot_product_attention (fused)        2*(S*E + S*Ev) + Q + K    S = B*H*Lq*Lk
-  (S scores; Q, K = q/k numel for scale)    + 4*S softmax (+S mask)   (softmax max)
+  (S scores; Q, K = q/k numel for scale,    + 4*S softmax (+S mask)   (softmax max)
+  K broadcast to the query heads)
 add/sub/mul/div/neg/exp/log/sqrt/pow/erf    1                         0
 addcmul / addcdiv / lerp                    2 / 2 / 3                 0
 relu / threshold                            0                         1
