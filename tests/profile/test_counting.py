@@ -15,6 +15,8 @@ from torch.nn.utils import parametrizations
 
 from slimtorch.errors import ModelError
 from slimtorch.profile import counting as rules
+from slimtorch.profile import recorder
+from slimtorch.profile.aten_rules import count_op
 from slimtorch.profile.trace import conv_output_size, trace_model
 
 F32 = 4  # bytes per float32
@@ -327,3 +329,58 @@ def test_tuple_and_dict_inputs_and_uncounted_ops() -> None:
     assert trace_model(TwoIn(), {"a": a, "b": b}).total_macs == 24
     up = trace_model(nn.Upsample(scale_factor=2, mode="bilinear"), torch.zeros(1, 1, 2, 2))
     assert up.uncounted_ops == ("upsample_bilinear2d",)
+
+
+@pytest.mark.parametrize(
+    ("op", "mask_at"),
+    [
+        ("_scaled_dot_product_flash_attention", None),  # CUDA kernels: args laid out
+        ("_scaled_dot_product_efficient_attention", 3),  # as in their aten schemas
+        ("_scaled_dot_product_cudnn_attention", 3),
+    ],
+)
+def test_gpu_attention_overloads_follow_the_sdpa_rule(op: str, mask_at: int | None) -> None:
+    q, k, v = torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 6, 4), torch.zeros(1, 2, 6, 4)
+    func = getattr(torch.ops.aten, op).default
+    args: tuple = (q, k, v, None, False) if mask_at else (q, k, v, 0.0, False)
+    plain = count_op(func, args, {}, (torch.zeros(1, 2, 5, 4),), lambda t: False)
+    scores = 2 * 5 * 6
+    assert plain.macs == plain.effective_macs == attention_macs(1, 2, 5, 6, 4, 4)
+    assert plain.flops == 2 * plain.macs + q.numel() + k.numel() + rules.SOFTMAX_FLOPS * scores
+    if mask_at is not None:
+        masked = (q, k, v, torch.zeros(5, 6), False)
+        with_mask = count_op(func, masked, {}, (torch.zeros(1, 2, 5, 4),), lambda t: False)
+        assert with_mask.flops == plain.flops + rules.SDPA_MASK_FLOPS * scores
+
+
+def test_int8_weight_matmul_counts_macs_and_nonzero_weights() -> None:
+    weight = torch.randint(1, 5, (4, 8), dtype=torch.int8)
+    weight[0] = 0
+
+    class Int8Linear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("weight", weight)
+            self.register_buffer("scales", torch.ones(4))
+
+        def forward(self, x):
+            return torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales)
+
+    t = trace_model(Int8Linear(), torch.randn(3, 8))
+    assert (t.total_macs, t.total_effective_macs) == (3 * 8 * 4, 3 * 8 * 3)
+
+
+def test_meta_device_models_trace_without_data() -> None:
+    model = nn.Sequential(nn.Linear(64, 32, device="meta"), nn.ReLU())
+    t = trace_model(model, torch.empty(2, 64, device="meta"))
+    assert t.total_macs == t.total_effective_macs == 2 * 64 * 32
+    assert t.output_shape == (2, 32)
+
+
+def test_a_counting_bug_is_not_reported_as_a_model_error(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise ValueError("rule exploded")
+
+    monkeypatch.setattr(recorder, "count_op", broken)
+    with pytest.raises(recorder.RecorderError, match="rule exploded"):
+        trace_model(nn.Linear(2, 2), torch.zeros(1, 2))

@@ -70,6 +70,8 @@ def _effective(macs: int, operands: tuple[Tensor, ...], is_weight: IsWeight) -> 
     """MACs on nonzero weights, using the first static operand as the weight."""
     for w in operands:
         if isinstance(w, Tensor) and is_weight(w) and w.numel() > 0:
+            if w.is_meta:  # no values to inspect
+                return macs
             return macs * int(torch.count_nonzero(w)) // w.numel()
     return macs
 
@@ -94,6 +96,11 @@ def _matmul(args, kwargs, out, is_weight, *, first: int, bias: bool) -> OpCount:
     macs = math.prod(a.shape) * (b.shape[-1] if b.dim() > 1 else 1)
     extra = BIAS_FLOPS_PER_ELEMENT * _out(out).numel() if bias else 0
     return _mac_count(macs, extra, (b, a), is_weight)
+
+
+def _weight_int8pack_mm(args, kwargs, out, is_weight) -> OpCount:
+    x, w = args[0], args[1]  # x [M, K] @ w [N, K].T
+    return _mac_count(math.prod(x.shape) * w.shape[0], 0, (w,), is_weight)
 
 
 def _sdpa(args, kwargs, out, is_weight) -> OpCount:
@@ -190,6 +197,8 @@ def _table() -> dict[str, Rule]:
         "convolution": _conv,
         "_convolution": _conv,
         "mm": partial(_matmul, first=0, bias=False),
+        "_int_mm": partial(_matmul, first=0, bias=False),
+        "_weight_int8pack_mm": _weight_int8pack_mm,
         "bmm": partial(_matmul, first=0, bias=False),
         "mv": partial(_matmul, first=0, bias=False),
         "dot": partial(_matmul, first=0, bias=False),

@@ -14,7 +14,8 @@ Definitions
   pruning mask product), effective = MACs * nnz(weight) / numel(weight). This is exact for
   conv, linear and matmul: every weight element takes part in the same number of MACs (conv:
   batch * output positions, per weight; mm: M per weight), so the integer division is exact.
-  Products of two activations (attention) have effective = MACs.
+  Products of two activations (attention), and weights on the meta device, have
+  effective = MACs.
 
 Rules (per op; "element" = element of the op's output unless stated)
 ------------------------------------------------------------------------
@@ -25,7 +26,8 @@ conv, any dims/stride/pad/dilation/groups   2 * out_elems * Cin/g *   0
                                             prod(k) (+1/out if bias)
 transposed conv                             2 * in_elems * Cout/g *   0
                                             prod(k) (+1/out if bias)
-mm / bmm: (..., M, K) @ (..., K, N)         2 * batch * M*K*N         0
+mm / bmm / _int_mm / _weight_int8pack_mm    2 * batch * M*K*N         0
+  ((..., M, K) @ (..., K, N))
 addmm / baddbmm / addmv (linear with bias)  matmul + 1 per output     0
 mv / dot                                    2 * M*K / 2 * K           0
 einsum, matmul, linear                      decompose into the above  -

@@ -105,6 +105,10 @@ class StorageTable:
         return uid is not None and uid in self.static
 
 
+class RecorderError(RuntimeError):
+    """Recording or counting an op failed: a slimtorch bug, not a problem with the model."""
+
+
 class OpRecorder(TorchDispatchMode):
     """Records ops; attributes them to ``self.stack[-1]`` (``""`` is the root module)."""
 
@@ -119,7 +123,10 @@ class OpRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        self._record(func, args, kwargs, out)
+        try:
+            self._record(func, args, kwargs, out)
+        except Exception as err:
+            raise RecorderError(f"slimtorch could not count {func}: {err}") from err
         return out
 
     def _record(self, func, args, kwargs, out) -> None:

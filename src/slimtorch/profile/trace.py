@@ -36,6 +36,7 @@ from slimtorch.profile.counting import conv_output_size
 from slimtorch.profile.recorder import (
     OpRecorder,
     RawOp,
+    RecorderError,
     StorageTable,
     hooked_modules,
     module_hooks,
@@ -207,6 +208,8 @@ def trace_model(model: nn.Module, example_input: ExampleInput) -> Trace:
         try:
             with torch.no_grad(), recorder:
                 output = call_model(model, example_input)
+        except RecorderError:
+            raise
         except Exception as err:
             where = recorder.stack[-1] if recorder.stack else None
             raise model_error(model, example_input, where, err) from err
