@@ -1,7 +1,8 @@
 """Counting rules: MACs, FLOPs and OPs of one aten op.
 
 These are slimtorch's documented counting rules. ``trace.trace_model`` records every aten op a
-model executes and asks :func:`count_op` for its cost. Every number below is a named constant.
+model executes and asks ``aten_rules.count_op`` for its cost. Every number below is a named
+constant.
 
 Definitions
 -----------
@@ -53,10 +54,13 @@ batch/layer/group/instance norm, computing  6 (mean 1, var 3,         0
 statistics                                  normalize 2) + 2 affine
 RMS norm (fused)                            3 (square, sum, scale)    0
                                             + 1 affine
+weight norm (per weight element)            3 (square, sum, scale)    0
 max pool (per output)                       0                         kernel - 1
 avg pool (per output)                       kernel (k-1 adds + div)   0
 adaptive pools                              exact window sizes from input/output sizes
-sum / prod / cumsum (per input element)     1 (minus 1 per output)    0
+sum / prod (per input element)              1 (minus 1 per output)    0
+cumsum                                      1                         0
+logsumexp (per input element)               3 (sub, exp, add)         1 (max)
 mean (per input element)                    1                         0
 var / std (per input element)               4                         0
 vector norm (per input element)             2                         0
@@ -65,6 +69,10 @@ eq/ne/lt/gt/where/masked_fill/maximum/...   0                         1
 views, reshapes, copies, cat, pad, index,   0                         0
 embedding, upsample_nearest, creation ops
 ==========================================  ========================  ===========
+
+Transposed convs count input positions (what a scatter implementation multiplies, as fvcore
+and ``torch.utils.flop_counter`` do), not output positions, which would include the zeros a
+strided transposed conv inserts between inputs.
 
 Ops with no rule (e.g. upsample_bilinear2d, topk) count 0 and are reported by the trace in
 ``Trace.uncounted_ops``. Causal masking in fused attention is not discounted (full scores).
