@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.utils import parametrizations
+from torch.nn.utils import parametrizations, prune
 
 from slimtorch.errors import ModelError
 from slimtorch.profile import counting as rules
@@ -216,6 +216,15 @@ def test_effective_macs_see_through_computed_weights() -> None:
     # Activation x activation products are never discounted.
     x = torch.zeros(2, 4, 4)
     assert trace_model(Fn(torch.bmm), (x, x)).total_effective_macs == 2 * 64
+
+
+def test_torch_prune_hooks_count_as_the_layer_and_its_sparsity() -> None:
+    lin = nn.Linear(10, 4)
+    prune.l1_unstructured(lin, "weight", amount=0.5)  # weight = weight_orig * weight_mask
+    t = trace_model(nn.Sequential(lin), torch.randn(3, 10))
+    assert [(o.op, o.module) for o in t.ops] == [("mul", "0"), ("t", "0"), ("addmm", "0")]
+    assert (t.total_macs, t.total_effective_macs) == (3 * 40, 3 * 20)
+    assert t.layers[0].params == 40 + 4  # weight_orig and bias; the mask is a buffer
 
 
 def test_elementwise_activation_and_norm_rules() -> None:
