@@ -18,7 +18,7 @@ install: $(STAMP)
 
 ## Main job: train LeNet-5 on the built-in digits, then profile it (table, JSON, CSV, PNG in $(OUT)).
 demo: $(STAMP)
-	$(BIN)/slimtorch train --model lenet5 --data digits --epochs 15 --out $(OUT)/lenet5
+	$(BIN)/slimtorch train --model lenet5 --data digits --epochs 15 --out $(OUT)/lenet5 --overwrite
 	$(BIN)/slimtorch profile $(OUT)/lenet5 --json $(OUT)/profile.json --csv $(OUT)/profile.csv --plot $(OUT)/profile.png
 
 ## Tests: lint, format check, then the default (fast) suite and the slow-marked tests.

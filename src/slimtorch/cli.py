@@ -7,6 +7,7 @@ no traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,9 +31,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
         >>> parse_shape("1x3x32x32")
         (1, 3, 32, 32)
     """
-    parts = text.replace("x", ",").split(",")
+    parts = re.split(r"[,x]", text.strip())
     try:
-        shape = tuple(int(p) for p in parts if p.strip())
+        shape = tuple(int(p) for p in parts)
     except ValueError:
         raise ConfigError(
             f"--input-shape: expected comma-separated positive integers like 1,1,8,8, got {text!r}"
@@ -122,6 +123,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", default="none", help="none or cosine (default none)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for split, init and order (default 0)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a checkpoint already in --out (default: refuse)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(func=_cmd_train)
@@ -157,7 +163,6 @@ def _profile_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="one or two models to profile")
     p.add_argument(
         "--input-shape",
-        type=parse_shape,
         default=None,
         help="example input shape with batch, e.g. 1,1,8,8 (default: from the model's "
         "in_channels and image_size; required for factories)",
@@ -232,7 +237,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
     }
-    path = save_checkpoint(args.out, model, spec, metrics)
+    path = save_checkpoint(args.out, model, spec, metrics, overwrite=args.overwrite)
     print(
         f"{spec.name} on {splits.name}: test accuracy {test.accuracy:.4f} "
         f"(n={test.n}); checkpoint {path}"
@@ -305,7 +310,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     profiles = []
     for source in args.models:
         resolved = resolve_model(source, **_model_kwargs(args))
-        x = example_input(resolved, args.input_shape)
+        shape = parse_shape(args.input_shape) if args.input_shape else None
+        x = example_input(resolved, shape)
         profiles.append(
             profile_model(resolved.model, x, config, name=resolved.label, progress=not args.quiet)
         )
