@@ -284,13 +284,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from slimtorch.profile import ProfileConfig, profile_model
     from slimtorch.profile.output import (
         compare_table,
         plot_profile,
         print_profile,
+        wide_console,
         write_csv,
         write_json,
     )
@@ -315,7 +314,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         profiles.append(
             profile_model(resolved.model, x, config, name=resolved.label, progress=not args.quiet)
         )
-    console = Console()
+    console = wide_console()
     if not args.quiet:
         for p in profiles:
             print_profile(p, console)

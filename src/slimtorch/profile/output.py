@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -64,25 +65,38 @@ def _shape(shape: Sequence[int] | None) -> str:
     return "-" if shape is None else "x".join(str(d) for d in shape)
 
 
+LAYER_COLUMNS = (
+    "layer",
+    "kind",
+    "output",
+    "params",
+    "size",
+    "MACs",
+    "eff. MACs",
+    "energy",
+    "FLOP/B",
+    "bound",
+    "ms",
+)
+TABLE_MIN_WIDTH = 150
+
+
+def human_energy(pj: float | None) -> str:
+    """Format an energy given in picojoules: 1.5e6 -> '1.5 uJ'."""
+    if pj is None:
+        return "-"
+    for factor, unit in ((1e12, "J"), (1e9, "mJ"), (1e6, "uJ"), (1e3, "nJ")):
+        if abs(pj) >= factor:
+            return f"{pj / factor:.3g} {unit}"
+    return f"{pj:.3g} pJ"
+
+
 def layer_table(profile: ModelProfile) -> Table:
-    """Per-layer rich table with a total row."""
-    t = Table(title=f"{profile.name}: input {_shape(profile.input_shape)}", show_footer=False)
-    for col in (
-        "layer",
-        "kind",
-        "output",
-        "params",
-        "nnz",
-        "size",
-        "MACs",
-        "eff. MACs",
-        "FLOPs",
-        "energy",
-        "FLOP/B",
-        "bound",
-        "ms",
-    ):
-        t.add_column(col, justify="left" if col in ("layer", "kind", "bound") else "right")
+    """Per-layer rich table with a total row (full figures are in the JSON/CSV)."""
+    t = Table(title=f"{profile.name}: input {_shape(profile.input_shape)}", box=box.SIMPLE_HEAD)
+    for col in LAYER_COLUMNS:
+        left = col in ("layer", "kind", "bound")
+        t.add_column(col, justify="left" if left else "right", no_wrap=True)
     for lp in profile.layers:
         t.add_row(*_layer_cells(lp))
     t.add_section()
@@ -91,12 +105,10 @@ def layer_table(profile: ModelProfile) -> Table:
         "",
         _shape(profile.output_shape),
         human(profile.params),
-        human(profile.nonzero_params),
         human_bytes(profile.size_bytes),
         human(profile.macs),
         human(profile.effective_macs),
-        human(profile.flops),
-        human(profile.energy.total_pj * 1e-12, "J"),
+        human_energy(profile.energy.total_pj),
         "",
         "",
         _ms(profile.latency.median_s if profile.latency else None),
@@ -110,12 +122,10 @@ def _layer_cells(lp: LayerProfile) -> list[str]:
         lp.kind,
         _shape(lp.output_shape),
         human(lp.params),
-        human(lp.nonzero_params),
         human_bytes(lp.size_bits / 8),
         human(lp.macs),
         human(lp.effective_macs),
-        human(lp.flops),
-        human(lp.energy_pj * 1e-12, "J"),
+        human_energy(lp.energy_pj),
         "-" if lp.intensity is None else f"{lp.intensity:.2f}",
         lp.bound or "-",
         _ms(lp.latency_s),
@@ -148,10 +158,10 @@ def summary_rows(p: ModelProfile) -> list[tuple[str, str]]:
             "training memory (weights+grads+optimizer+saved act.)",
             human_bytes(p.training.total_bytes),
         ),
-        ("energy estimate (45 nm table)", human(p.energy.total_pj * 1e-12, "J")),
+        ("energy estimate (45 nm table)", human_energy(p.energy.total_pj)),
         (
             "  compute / memory",
-            f"{human(p.energy.compute_pj * 1e-12, 'J')} / {human(p.energy.memory_pj * 1e-12, 'J')}",
+            f"{human_energy(p.energy.compute_pj)} / {human_energy(p.energy.memory_pj)}",
         ),
     ]
     if p.latency:
@@ -175,9 +185,14 @@ def summary_rows(p: ModelProfile) -> list[tuple[str, str]]:
     return rows
 
 
+def wide_console() -> Console:
+    """A console at least ``TABLE_MIN_WIDTH`` columns wide (tables never truncate cells)."""
+    return Console(width=max(Console().width, TABLE_MIN_WIDTH))
+
+
 def print_profile(profile: ModelProfile, console: Console | None = None) -> None:
     """Print the per-layer table and the summary to the terminal."""
-    con = console or Console()
+    con = console or wide_console()
     con.print(layer_table(profile))
     con.print(summary_table(profile))
 
