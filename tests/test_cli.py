@@ -114,3 +114,62 @@ def test_help_explains_every_option() -> None:
     assert proc.returncode == 0
     for option in ("--input-shape", "--json", "--csv", "--plot", "--batch-sizes", "--runs"):
         assert option in proc.stdout
+
+
+def test_user_factory_from_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "mynet.py").write_text(
+        "import torch.nn as nn\n\n"
+        "def build(width=8):\n"
+        "    return nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.Flatten(),\n"
+        "                         nn.LazyLinear(5))\n"
+    )
+    script = Path(sys.executable).with_name("slimtorch")
+    proc = subprocess.run(
+        [
+            str(script),
+            "profile",
+            "mynet:build",
+            "--input-shape",
+            "1,3,10,10",
+            "--no-latency",
+            "--no-roofline",
+            "--quiet",
+            "--json",
+            "p.json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "p.json").read_text())
+    conv_macs = 8 * 8 * 8 * 3 * 3 * 3  # out elements x (Cin x k x k)
+    assert data["macs"] == conv_macs + 8 * 8 * 8 * 5
+    assert data["output_shape"] == [1, 5]
+
+
+def test_weight_bits_option_sizes_weights(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    assert (
+        main(
+            [
+                "profile",
+                "lenet300",
+                "--weight-bits",
+                "4",
+                "--sparse-layout",
+                "dense",
+                "--no-latency",
+                "--no-roofline",
+                "--quiet",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    data = json.loads(out.read_text())
+    weights = 64 * 300 + 300 * 100 + 100 * 10
+    biases = 300 + 100 + 10
+    assert data["size_bits"] == 4 * weights + 32 * biases

@@ -1,8 +1,38 @@
 """slimtorch: make neural networks small and fast.
 
-The public verbs are re-exported here; everything else lives in its subpackage.
+The public verbs, mirroring the CLI (``slimtorch train|evaluate|profile``):
+
+>>> import torch, slimtorch
+>>> model = slimtorch.create_model("lenet5")
+>>> cfg = slimtorch.ProfileConfig(latency=False, roofline=False)
+>>> slimtorch.profile_model(model, torch.zeros(1, 1, 8, 8), cfg).params > 0
+True
 """
 
 from __future__ import annotations
 
+from slimtorch.checkpoint import load_checkpoint, save_checkpoint
+from slimtorch.data import load_data, load_digits, make_loaders
+from slimtorch.models import ModelSpec, build_model, create_model
+from slimtorch.profile import ProfileConfig, profile_model
+from slimtorch.resolve import resolve_model
+from slimtorch.train import FitConfig, evaluate, fit
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "FitConfig",
+    "ModelSpec",
+    "ProfileConfig",
+    "build_model",
+    "create_model",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "load_data",
+    "load_digits",
+    "make_loaders",
+    "profile_model",
+    "resolve_model",
+    "save_checkpoint",
+]

@@ -7,6 +7,7 @@ no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -192,6 +193,19 @@ def _profile_parser(sub: argparse._SubParsersAction) -> None:
         help="optimizer assumed for training memory: adam, sgd, sgd-momentum",
     )
     p.add_argument(
+        "--weight-bits",
+        type=int,
+        default=None,
+        help="size every *.weight tensor as if stored at this many bits (default: its dtype)",
+    )
+    p.add_argument(
+        "--sparse-layout",
+        default="auto",
+        choices=("auto", "dense", "csr", "bitmask", "relative"),
+        help="how zero weights are stored for the size figure: auto picks the smallest of "
+        "dense, csr and bitmask; relative is Deep Compression's gap coding (default auto)",
+    )
+    p.add_argument(
         "--act-bits",
         type=int,
         default=32,
@@ -305,6 +319,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         roofline=not args.no_roofline,
         optimizer=args.optimizer,
         act_bits=args.act_bits,
+        formats=_weight_formats(args),
     )
     profiles = []
     for source in args.models:
@@ -322,6 +337,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             console.print(compare_table(*profiles))
     _write_profile_outputs(args, profiles, write_json, write_csv, plot_profile)
     return 0
+
+
+def _weight_formats(args: argparse.Namespace) -> dict[str, object]:
+    from slimtorch.profile.size import WeightFormat
+
+    if args.weight_bits is None and args.sparse_layout == "auto":
+        return {}
+    bits = args.weight_bits or 32
+    if not 1 <= bits <= 32:
+        raise ConfigError(f"--weight-bits must be in 1..32, got {bits}")
+    return {r".*\.weight": WeightFormat(bits=bits, sparse=args.sparse_layout)}
 
 
 def _write_profile_outputs(args, profiles, write_json, write_csv, plot_profile) -> None:
@@ -357,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if os.getcwd() not in sys.path:  # like `python -m`: user factories import from here
+        sys.path.insert(0, os.getcwd())
     try:
         return int(args.func(args))
     except SlimtorchError as exc:
