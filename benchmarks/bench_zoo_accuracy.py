@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from slimtorch.io import atomic_write_text
-from slimtorch.train import FitConfig, evaluate, fit
 
 from slimtorch.data import load_digits, make_loaders
+from slimtorch.io import atomic_write_text
 from slimtorch.models import MODEL_NAMES, create_model
+from slimtorch.train import FitConfig, evaluate, fit
 
 
 def arrays(ds: torch.utils.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
