@@ -99,6 +99,19 @@ def test_train_then_profile_checkpoint(tmp_path: Path) -> None:
         (["profile", "lenet5", "--input-shape", "1,x"], "--input-shape"),
         (["train", "--data", "/nonexistent/file.npz", "--out", "/tmp/never"], "file.npz"),
         (["evaluate", "/nonexistent/ckpt"], "/nonexistent/ckpt"),
+        (["train", "--out", "/etc/hostname", "--epochs", "1"], "is a file"),
+        (["profile", "lenet5", "--weight-bits", "0", "--no-latency"], "--weight-bits"),
+        (
+            [
+                "profile",
+                "lenet5",
+                "--json",
+                "/etc/hostname/p.json",
+                "--no-latency",
+                "--no-roofline",
+            ],
+            "not a folder",
+        ),
     ],
 )
 def test_user_errors_are_one_line(args: list[str], needle: str) -> None:
@@ -173,3 +186,65 @@ def test_weight_bits_option_sizes_weights(tmp_path: Path) -> None:
     weights = 64 * 300 + 300 * 100 + 100 * 10
     biases = 300 + 100 + 10
     assert data["size_bits"] == 4 * weights + 32 * biases
+
+
+def test_existing_checkpoint_refused_before_training(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    assert main(["train", "--model", "lenet300", "--epochs", "1", "--out", str(ck), "--quiet"]) == 0
+    before = (ck / "model.safetensors").read_bytes()
+    proc = run_cli("train", "--model", "lenet300", "--epochs", "500", "--out", str(ck))
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert (ck / "model.safetensors").read_bytes() == before
+
+
+def test_flat_data_with_zoo_model_is_one_line(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "flat.npz", x=rng.random((60, 20)).astype("float32"), y=rng.integers(0, 3, 60)
+    )
+    proc = run_cli("train", "--data", str(tmp_path / "flat.npz"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "[20]" in proc.stderr and "factory" in proc.stderr
+
+
+def test_evaluate_defaults_to_training_split_seed(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    args = ["train", "--model", "lenet300", "--epochs", "2", "--seed", "5", "--quiet"]
+    assert main([*args, "--out", str(ck)]) == 0
+    meta = json.loads((ck / "model.json").read_text())
+    out = tmp_path / "e.json"
+    assert main(["evaluate", str(ck), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["accuracy"] == meta["metrics"]["test_accuracy"]
+
+
+def test_token_model_with_int64_input(tmp_path: Path) -> None:
+    (tmp_path / "tok.py").write_text(
+        "import torch.nn as nn\n\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Embedding(100, 16), nn.Linear(16, 100))\n"
+    )
+    script = Path(sys.executable).with_name("slimtorch")
+    proc = subprocess.run(
+        [
+            str(script),
+            "profile",
+            "tok:build",
+            "--input-shape",
+            "1,12",
+            "--input-dtype",
+            "int64",
+            "--no-latency",
+            "--no-roofline",
+            "--quiet",
+            "--json",
+            "p.json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["macs"] == 12 * 16 * 100

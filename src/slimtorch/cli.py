@@ -118,7 +118,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder for the checkpoint")
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--optimizer", default="adam", help="adam or sgd (default adam)")
+    p.add_argument("--optimizer", default="adam", help="adam, adamw or sgd (default adam)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
     p.add_argument("--scheduler", default="none", help="none or cosine (default none)")
@@ -141,7 +141,11 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint's loss and top-1 accuracy.",
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint folder or its model.json")
-    p.add_argument("--data", default="digits", help="data source, as for train (default digits)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="data source, as for train (default: the one the checkpoint was trained on)",
+    )
     p.add_argument(
         "--split",
         default="test",
@@ -149,7 +153,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="which split to score (default test)",
     )
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="split seed used at training (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="split seed (default: the checkpoint's training seed, so the test split is held out)",
+    )
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -167,6 +176,12 @@ def _profile_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="example input shape with batch, e.g. 1,1,8,8 (default: from the model's "
         "in_channels and image_size; required for factories)",
+    )
+    p.add_argument(
+        "--input-dtype",
+        default="float32",
+        choices=("float32", "int64"),
+        help="example input dtype: float32 (uniform [0,1)) or int64 (zeros, e.g. token ids)",
     )
     p.add_argument("--json", type=Path, help="write the full profile as JSON here")
     p.add_argument("--csv", type=Path, help="write the per-layer table as CSV here")
@@ -216,19 +231,39 @@ def _profile_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_profile)
 
 
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a bad --out before any work is done."""
+    from slimtorch.checkpoint import HEADER_FILE, WEIGHTS_FILE
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; expected a folder for the checkpoint")
+    existing = [n for n in (WEIGHTS_FILE, HEADER_FILE) if (out / n).exists()]
+    if existing and not overwrite:
+        raise ConfigError(
+            f"--out {out}: already holds a checkpoint ({', '.join(existing)}); "
+            "pass --overwrite or choose another folder"
+        )
+
+
+def _shape_kwargs(model: str, sample_shape: tuple[int, ...], data: str) -> dict[str, int]:
+    """in_channels / image_size from the data's sample shape [C, H, H]."""
+    if len(sample_shape) == 3 and sample_shape[1] == sample_shape[2]:
+        return {"in_channels": sample_shape[0], "image_size": sample_shape[1]}
+    if ":" in model:
+        return {}  # a user factory knows its own input
+    raise ConfigError(
+        f"--data {data}: samples have shape {list(sample_shape)}, but zoo models take square "
+        "images [C, H, H]; reshape the data or pass your own --model package.module:factory"
+    )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from slimtorch.checkpoint import save_checkpoint
     from slimtorch.data import load_data, make_loaders
     from slimtorch.models import ModelSpec, build_model
     from slimtorch.train import FitConfig, evaluate, fit
 
-    splits = load_data(args.data, seed=args.seed)
-    kwargs = _model_kwargs(args)
-    kwargs.setdefault("num_classes", splits.num_classes)
-    if ":" not in args.model:
-        kwargs.setdefault("in_channels", splits.input_shape[0])
-        kwargs.setdefault("image_size", splits.input_shape[-1])
-    spec = ModelSpec(name=args.model, kwargs=kwargs)
+    _check_out_dir(args.out, args.overwrite)
     config = FitConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -238,13 +273,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         seed=args.seed,
     )
+    splits = load_data(args.data, seed=args.seed)
+    kwargs = {"num_classes": splits.num_classes}
+    kwargs.update(_shape_kwargs(args.model, splits.input_shape, args.data))
+    kwargs.update(_model_kwargs(args))
+    spec = ModelSpec(name=args.model, kwargs=kwargs)
     torch_seed(args.seed)
     model = build_model(spec)
     train_loader, val_loader, test_loader = make_loaders(splits, args.batch_size, seed=args.seed)
+    _check_model_takes_data(model, splits, args.data)
     report = fit(model, train_loader, val_loader, config, progress=not args.quiet)
     test = evaluate(model, test_loader)
     metrics = {
-        "data": splits.name,
+        "data": args.data,
         "seed": args.seed,
         "epochs": args.epochs,
         "best_val_accuracy": report.best_val_accuracy,
@@ -257,6 +298,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"(n={test.n}); checkpoint {path}"
     )
     return 0
+
+
+def _check_model_takes_data(model: object, splits: object, data: str) -> None:
+    """One forward pass on a real sample: a shape mismatch is a one-line error."""
+    import torch
+
+    from slimtorch.errors import ModelError
+
+    x = splits.train[0][0].unsqueeze(0)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # the model is the user's: report any failure in one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        shape = "x".join(map(str, x.shape))
+        raise ModelError(f"the model fails on --data {data} (input {shape}): {first}") from None
+    finally:
+        model.train(was_training)
+    if out.ndim != 2 or out.shape[1] < splits.num_classes:
+        raise ModelError(
+            f"the model's output {list(out.shape)} does not cover the {splits.num_classes} "
+            f"classes of --data {data}; expected [N, {splits.num_classes}]"
+        )
 
 
 def torch_seed(seed: int) -> None:
@@ -272,10 +338,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from slimtorch.io import atomic_write_text
     from slimtorch.train import evaluate
 
-    model, spec, _ = load_checkpoint(args.checkpoint)
-    splits = load_data(args.data, seed=args.seed)
+    model, spec, metrics = load_checkpoint(args.checkpoint)
+    data = args.data or str(metrics.get("data", "digits"))
+    seed = args.seed if args.seed is not None else int(metrics.get("seed", 0))
+    splits = load_data(data, seed=seed)
+    _check_model_takes_data(model, splits, data)
     loaders = dict(
-        zip(("train", "val", "test"), make_loaders(splits, args.batch_size, args.seed), strict=True)
+        zip(("train", "val", "test"), make_loaders(splits, args.batch_size, seed), strict=True)
     )
     result = evaluate(model, loaders[args.split])
     print(
@@ -325,7 +394,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     for source in args.models:
         resolved = resolve_model(source, **_model_kwargs(args))
         shape = parse_shape(args.input_shape) if args.input_shape else None
-        x = example_input(resolved, shape)
+        x = example_input(resolved, shape, args.input_dtype)
         profiles.append(
             profile_model(resolved.model, x, config, name=resolved.label, progress=not args.quiet)
         )
@@ -344,7 +413,7 @@ def _weight_formats(args: argparse.Namespace) -> dict[str, object]:
 
     if args.weight_bits is None and args.sparse_layout == "auto":
         return {}
-    bits = args.weight_bits or 32
+    bits = 32 if args.weight_bits is None else args.weight_bits
     if not 1 <= bits <= 32:
         raise ConfigError(f"--weight-bits must be in 1..32, got {bits}")
     return {r".*\.weight": WeightFormat(bits=bits, sparse=args.sparse_layout)}

@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from slimtorch.errors import SlimtorchError
+
 NEW_FILE_MODE = 0o644  # rw-r--r--, what a plain open() gives under the usual umask 022
 
 
@@ -37,7 +39,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file, flush, fsync, rename).
 
     Args:
-        path: the target file; its folder must exist.
+        path: the target file; missing parent folders are created.
         data: the complete file contents.
 
     Returns:
@@ -50,6 +52,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         b'xyz'
     """
     target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SlimtorchError(
+            f"{target}: cannot write here, {target.parent} is not a folder"
+        ) from None
+    if target.is_dir():
+        raise SlimtorchError(f"{target}: is a folder; expected a file path to write")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -71,7 +81,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     """Write ``text`` to ``path`` atomically; see :func:`atomic_write_bytes`.
 
     Args:
-        path: the target file; its folder must exist.
+        path: the target file; missing parent folders are created.
         text: the complete file contents.
         encoding: text encoding.
 

@@ -98,12 +98,19 @@ def _from_checkpoint(path: Path, text: str, model_kwargs: dict[str, Any]) -> Res
     return ResolvedModel(model.eval(), label, text, shape, dict(spec.kwargs))
 
 
-def example_input(resolved: ResolvedModel, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    """A seeded random example input for ``resolved``, checked by one forward pass.
+INPUT_DTYPES = {"float32": torch.float32, "int64": torch.int64}
+
+
+def example_input(
+    resolved: ResolvedModel, shape: tuple[int, ...] | None = None, dtype: str = "float32"
+) -> torch.Tensor:
+    """An example input for ``resolved``, checked by one forward pass.
 
     Args:
         resolved: the model.
         shape: explicit input shape (with batch); default: the model's own.
+        dtype: ``float32`` (seeded uniform values in [0, 1)) or ``int64`` (zeros: valid token
+            ids or indices for any vocabulary).
 
     Returns:
         A float32 tensor of that shape.
@@ -118,8 +125,14 @@ def example_input(resolved: ResolvedModel, shape: tuple[int, ...] | None = None)
             f"{resolved.source}: the input shape is not known for a factory model; "
             "pass --input-shape, e.g. --input-shape 1,3,32,32"
         )
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(shape, generator=gen)
+    if dtype not in INPUT_DTYPES:
+        raise ConfigError(
+            f"--input-dtype: expected one of {', '.join(INPUT_DTYPES)}, got {dtype!r}"
+        )
+    if INPUT_DTYPES[dtype].is_floating_point:
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    else:
+        x = torch.zeros(shape, dtype=INPUT_DTYPES[dtype])
     _check_runs(resolved, x)
     return x
 

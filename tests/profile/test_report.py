@@ -74,3 +74,36 @@ def test_json_csv_and_compare() -> None:
     assert to_csv(a).splitlines()[-1].split(",")[1] == "TOTAL"
     rows = {label: ratio for label, _, _, ratio in compare_rows(a, a)}
     assert rows["MACs"] == 1.0 and rows["parameters"] == 1.0
+
+
+def test_torch_prune_hooks_count_as_the_pruned_weight() -> None:
+    import torch.nn.utils.prune as prune
+
+    model = mlp()
+    dense = profile_model(model, torch.zeros(1, 1, 8, 8), FAST)
+    prune.l1_unstructured(model[1], "weight", amount=0.9)
+    pruned = profile_model(model, torch.zeros(1, 1, 8, 8), FAST)
+    kept = 64 * 32 - round(0.9 * 64 * 32)
+    assert pruned.nonzero_params == dense.nonzero_params - (64 * 32 - kept)
+    assert pruned.effective_macs == kept + 32 * 10
+    assert pruned.size_bits < dense.size_bits
+    assert pruned.params == dense.params
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 4)
+        self.b = nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.b(y)
+
+
+def test_tuple_and_dict_inputs() -> None:
+    x, y = torch.zeros(2, 6), torch.zeros(2, 3)
+    cfg = ProfileConfig(runs=2, warmup=0, throughput_batch_sizes=(1, 2), roofline=False)
+    for example in ((x, y), {"x": x, "y": y}):
+        p = profile_model(TwoInputs(), example, cfg)
+        assert p.macs == 2 * (6 * 4 + 3 * 4)
+        assert p.input_shape == (2, 6) and p.throughput == ()

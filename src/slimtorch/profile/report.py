@@ -25,7 +25,12 @@ from slimtorch.profile.memory import (
     training_memory,
 )
 from slimtorch.profile.roofline import MachinePeaks, load_or_measure_machine, roofline_point
-from slimtorch.profile.size import TensorSize, WeightFormat, model_size_bits
+from slimtorch.profile.size import (
+    TensorSize,
+    WeightFormat,
+    effective_parameters,
+    model_size_bits,
+)
 from slimtorch.profile.timing import (
     LatencyStats,
     ThroughputPoint,
@@ -205,13 +210,19 @@ def _layer_energy(layer: Any, sizes: Sequence[TensorSize], act_bits: int) -> Ene
     )
 
 
-def _batch_of(example: torch.Tensor) -> torch.Tensor:
-    return example[:1]
+ExampleInput = torch.Tensor | tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
+
+
+def _first_tensor(example: ExampleInput) -> torch.Tensor | None:
+    if isinstance(example, torch.Tensor):
+        return example
+    values = example.values() if isinstance(example, dict) else example
+    return next((v for v in values if isinstance(v, torch.Tensor)), None)
 
 
 def profile_model(
     model: nn.Module,
-    example_input: torch.Tensor,
+    example_input: ExampleInput,
     config: ProfileConfig | None = None,
     name: str = "model",
     progress: bool = False,
@@ -220,7 +231,9 @@ def profile_model(
 
     Args:
         model: any ``nn.Module``; it is not changed (training flag restored).
-        example_input: one input batch (its shape is the profiled shape).
+        example_input: one input batch (its shape is the profiled shape): a tensor, a tuple
+            of positional arguments or a dict of keyword arguments. The throughput sweep
+            needs a single tensor and is skipped otherwise.
         config: what to measure; defaults to ``ProfileConfig()``.
         name: label used in reports and comparisons.
         progress: print a spinner per stage (for the CLI).
@@ -253,21 +266,22 @@ def profile_model(
             latency = measure_latency(model, example_input, warmup=cfg.warmup, runs=cfg.runs)
             if cfg.layer_latency:
                 per_layer_s = layer_latencies(model, example_input, runs=max(3, cfg.runs // 3))
-            if cfg.throughput_batch_sizes:
-                throughput = tuple(
-                    throughput_sweep(model, _batch_of(example_input), cfg.throughput_batch_sizes)
-                )
-    params_only = {n: s for n, s in sizes.items() if n in dict(model.named_parameters())}
+            if cfg.throughput_batch_sizes and isinstance(example_input, torch.Tensor):
+                one = example_input[:1]
+                throughput = tuple(throughput_sweep(model, one, cfg.throughput_batch_sizes))
+    param_names = set(effective_parameters(model))
+    params_only = {n: s for n, s in sizes.items() if n in param_names}
     layers = _layer_profiles(trace, sizes, params_only, machine, per_layer_s, cfg.act_bits)
     grouped = _sizes_by_layer(sizes, [lc.name for lc in trace.layers])
     energy = sum_energy(
         [_layer_energy(lc, grouped.get(lc.name, []), cfg.act_bits) for lc in trace.layers]
     )
-    param_names = {n for n, _ in model.named_parameters()}
-    param_sizes = [s for n, s in sizes.items() if n in param_names]
+    param_sizes = list(params_only.values())
     return ModelProfile(
         name=name,
-        input_shape=tuple(example_input.shape),
+        input_shape=tuple(first.shape)
+        if (first := _first_tensor(example_input)) is not None
+        else (),
         output_shape=trace.output_shape,
         layers=layers,
         params=trace.total_params,

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import torch
 from matplotlib.figure import Figure
 
 from slimtorch.errors import ConfigError
+from slimtorch.io import atomic_write_bytes
 
 CACHE_ENV_VAR = "SLIMTORCH_CACHE_DIR"
 CACHE_FILE_NAME = "machine.json"
@@ -171,21 +171,6 @@ def default_cache_path() -> Path:
     return base / CACHE_FILE_NAME
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_cache(path: Path, threads: int) -> MachinePeaks | None:
     """Cached peaks if the file is readable, current, from this host and thread count."""
     try:
@@ -231,7 +216,7 @@ def load_or_measure_machine(
         return cached
     peaks = measure_machine(seconds, want)
     record = {"version": CACHE_VERSION, "host": platform.node(), **dataclasses.asdict(peaks)}
-    _atomic_write(path, json.dumps(record, indent=2).encode())
+    atomic_write_bytes(path, json.dumps(record, indent=2).encode())
     return peaks
 
 
@@ -316,4 +301,4 @@ def plot_roofline(
     ax.grid(True, which="both", alpha=0.3)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    _atomic_write(Path(path), buffer.getvalue())
+    atomic_write_bytes(Path(path), buffer.getvalue())

@@ -272,11 +272,41 @@ def tensor_size_bits(t: Tensor, fmt: WeightFormat | None = None) -> TensorSize:
     return TensorSize(t.numel(), nnz, values, index, codebook, scale_bits, zero_bits, total, layout)
 
 
-def _stored_tensors(model: nn.Module) -> dict[str, Tensor]:
-    """Parameters plus persistent buffers, by qualified name, shared tensors once."""
+PRUNE_ORIG_SUFFIX = "_orig"  # torch.nn.utils.prune keeps the dense tensor as <name>_orig
+PRUNE_MASK_SUFFIX = "_mask"  # ... and the 0/1 mask as the buffer <name>_mask
+
+
+def effective_parameters(model: nn.Module) -> dict[str, Tensor]:
+    """Parameters as they will be stored, by qualified name, shared tensors once.
+
+    A weight pruned with ``torch.nn.utils.prune`` (``<name>_orig`` parameter plus
+    ``<name>_mask`` buffer) is reported once, as ``<name>`` = orig * mask: the mask is an
+    artifact of training, not something a compressed model stores.
+
+    Example:
+        >>> import torch.nn.utils.prune as prune
+        >>> m = prune.l1_unstructured(nn.Linear(4, 2), "weight", amount=0.5)
+        >>> sorted(effective_parameters(m)), int((effective_parameters(m)["weight"] != 0).sum())
+        (['bias', 'weight'], 4)
+    """
     tensors = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    for name in [n for n in tensors if n.endswith(PRUNE_ORIG_SUFFIX)]:
+        base = name[: -len(PRUNE_ORIG_SUFFIX)]
+        mask = buffers.get(base + PRUNE_MASK_SUFFIX)
+        if mask is not None:
+            tensors[base] = (tensors.pop(name) * mask).detach()
+    return tensors
+
+
+def _stored_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """Effective parameters plus persistent buffers (pruning masks excluded)."""
+    tensors = effective_parameters(model)
     persistent = model.state_dict(keep_vars=True).keys()
-    tensors.update((n, b) for n, b in model.named_buffers() if n in persistent)
+    for n, b in model.named_buffers():
+        is_mask = n.endswith(PRUNE_MASK_SUFFIX) and n[: -len(PRUNE_MASK_SUFFIX)] in tensors
+        if n in persistent and not is_mask:
+            tensors[n] = b
     return tensors
 
 
