@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from slimtorch.data.arrays import as_labels, one_line, scale_pixels, to_channels_first
 from slimtorch.data.folder import load_image_folder
@@ -23,19 +24,23 @@ from slimtorch.data.splits import (
     Splits,
     build_splits,
 )
-from slimtorch.errors import DataError
+from slimtorch.errors import ConfigError, DataError
 
 DIGITS_NAME = "digits"
 DIGITS_MAX_PIXEL = 16.0  # sklearn's digits hold counts 0..16 per 4x4 block
 NPZ_KEYS = ("x", "y")
 IDX_PREFIX = "idx:"
-SOURCES = "'digits', an .npz file, a folder of class subfolders, or 'idx:IMAGES,LABELS'"
+SOURCES = (
+    "'digits' (or 'digits:SIZE', resized), an .npz file, a folder of class subfolders, "
+    "or 'idx:IMAGES,LABELS'"
+)
 
 
 def load_digits(
     seed: int = 0,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    image_size: int | None = None,
 ) -> Splits:
     """scikit-learn's 1,797 handwritten 8x8 digits, split seeded and stratified.
 
@@ -43,9 +48,12 @@ def load_digits(
         seed: split seed.
         val_fraction: validation share of each class.
         test_fraction: test share of each class.
+        image_size: resize the 8x8 images to this square size (bilinear, as the conv nets of
+            the pruning/quantization literature take 28x28 or 32x32 input); None keeps 8x8.
+            The same ``load_data("digits:32")``.
 
     Returns:
-        :class:`Splits` with x float32 ``[1, 8, 8]`` in [0, 1] and 10 classes.
+        :class:`Splits` with x float32 ``[1, S, S]`` in [0, 1] and 10 classes.
 
     Example:
         >>> s = load_digits()
@@ -57,7 +65,19 @@ def load_digits(
     digits = sklearn_digits()
     x = (digits.images / DIGITS_MAX_PIXEL).astype(np.float32)[:, None]  # [N, 1, 8, 8]
     y = digits.target.astype(np.int64)  # [N]
-    return build_splits(x, y, DIGITS_NAME, seed, val_fraction, test_fraction)
+    name = DIGITS_NAME
+    if image_size is not None and image_size != x.shape[-1]:
+        if image_size < 1:
+            raise ConfigError(f"digits: image_size must be a positive integer, got {image_size}")
+        big = torch.nn.functional.interpolate(
+            torch.from_numpy(x),
+            size=(image_size, image_size),
+            mode="bilinear",
+            align_corners=False,
+        )  # [N, 1, S, S]
+        x = big.clamp_(0.0, 1.0).numpy()
+        name = f"{DIGITS_NAME}:{image_size}"
+    return build_splits(x, y, name, seed, val_fraction, test_fraction)
 
 
 def read_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +168,11 @@ def load_data(source: str, seed: int = 0) -> Splits:
     """
     if source == DIGITS_NAME:
         return load_digits(seed=seed)
+    if source.startswith(DIGITS_NAME + ":"):
+        size = source.partition(":")[2]
+        if not size.isdigit() or int(size) < 1:
+            raise DataError(f"{source}: expected digits:SIZE with a positive integer size")
+        return load_digits(seed=seed, image_size=int(size))
     if source.startswith(IDX_PREFIX):
         images, labels = _parse_idx_source(source)
         return load_idx(images, labels, seed=seed)
