@@ -7,6 +7,7 @@ no traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import sys
@@ -16,6 +17,10 @@ from pathlib import Path
 from slimtorch.errors import ConfigError, SlimtorchError
 
 EXIT_USER_ERROR = 2
+
+# Each capability registers its own subcommands: ``module.register(subparsers)`` adds a parser
+# whose ``func(args) -> int`` runs it. Keep those modules light (import heavy code inside func).
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 EXIT_INTERRUPTED = 130
 
 
@@ -87,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _evaluate_parser(sub)
     _profile_parser(sub)
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
