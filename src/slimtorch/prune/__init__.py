@@ -1,0 +1,37 @@
+"""Pruning: granularity masks, criteria, allocation, schedules, sensitivity, mask keeping.
+
+Pure mask functions live in :mod:`slimtorch.prune.masks`; importance criteria in
+:mod:`slimtorch.prune.criteria`, :mod:`slimtorch.prune.second_order` and
+:mod:`slimtorch.prune.regression`; the verb :func:`prune_model` in
+:mod:`slimtorch.prune.engine`.
+"""
+
+from __future__ import annotations
+
+from slimtorch.prune.masks import (
+    NM,
+    Channel,
+    Element,
+    Granularity,
+    Kernel,
+    Vector,
+    global_masks,
+    granular_mask,
+    keep_top,
+    nm_mask,
+    parse_granularity,
+)
+
+__all__ = [
+    "NM",
+    "Channel",
+    "Element",
+    "Granularity",
+    "Kernel",
+    "Vector",
+    "global_masks",
+    "granular_mask",
+    "keep_top",
+    "nm_mask",
+    "parse_granularity",
+]
