@@ -213,7 +213,7 @@ def keep_top(scores: Tensor, sparsity: float) -> Tensor:
         A bool mask of ``scores``' shape.
 
     Example:
-        >>> keep_top(torch.tensor([3.0, 1.0, 1.0, 2.0]), 0.5).tolist()
+        >>> keep_top(torch.tensor([3.0, 1.0, 1.0, 0.5]), 0.5).tolist()  # tie: index 1 kept
         [True, True, False, False]
     """
     _check_scores(scores)
