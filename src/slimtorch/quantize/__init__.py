@@ -1,0 +1,53 @@
+"""Quantization: linear primitives at every granularity, packing, observers, BN folding,
+post-training quantization, QAT and integer-only execution (k-means weight sharing lives in
+``slimtorch.quantize.kmeans``).
+
+Example:
+    >>> import torch
+    >>> from slimtorch.quantize import PerChannel, QuantSpec, fake_quantize
+    >>> w = torch.randn(4, 8)
+    >>> err = (fake_quantize(w, QuantSpec(bits=8, granularity=PerChannel(0))) - w).abs().max()
+    >>> bool(err <= w.abs().max() / 127 / 2 + 1e-6)
+    True
+"""
+
+from __future__ import annotations
+
+from slimtorch.quantize.packing import PackedTensor, pack, packed_nbytes, unpack
+from slimtorch.quantize.primitives import (
+    PerChannel,
+    PerGroup,
+    PerTensor,
+    QParams,
+    QuantSpec,
+    block_size,
+    choose_qparams,
+    dequantize,
+    fake_quantize,
+    qparams_from_range,
+    quantization_error,
+    quantize,
+)
+from slimtorch.quantize.report import LayerQuantReport, QuantReport, layer_report
+
+__all__ = [
+    "LayerQuantReport",
+    "PackedTensor",
+    "PerChannel",
+    "PerGroup",
+    "PerTensor",
+    "QParams",
+    "QuantReport",
+    "QuantSpec",
+    "block_size",
+    "choose_qparams",
+    "dequantize",
+    "fake_quantize",
+    "layer_report",
+    "pack",
+    "packed_nbytes",
+    "qparams_from_range",
+    "quantization_error",
+    "quantize",
+    "unpack",
+]
