@@ -1,0 +1,1 @@
+"""MLPerf-style benchmarking: LoadGen scenarios, accuracy mode, divisions, LLM metrics, reports."""
