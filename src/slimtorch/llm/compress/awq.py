@@ -1,0 +1,245 @@
+"""AWQ (Lin et al. 2024): protect the weights that see large activations by scaling them up
+before rounding, then shrink each group's range where clipping lowers the output error.
+
+For each group of linears sharing an input (the table in ``arch``), with ``s_X`` the mean
+``|x|`` of each input channel, try ``s = s_X^alpha`` for ``alpha`` on a grid in [0, 1) (scales
+normalised so ``sqrt(max * min) = 1``), quantize ``W * s`` and measure the output error of the
+inspected module with the weights ``Q(W * s) / s``. The best ``s`` is folded into the preceding
+norm or linear (``prev /= s``, ``W *= s``: exact in fp32). Then for every linear (but q/k) and
+every output group, the clipping search tries ``max |w|`` shrunk by up to ``clip_max_shrink``
+and keeps the value with the lowest error of that group's partial output.
+``alpha = 0`` and no shrink are on the grids, so on the calibration data neither step can end
+worse than round-to-nearest for the loss it measures.
+
+Example:
+    >>> import torch
+    >>> from slimtorch.llm.compress.config import AWQConfig
+    >>> torch.manual_seed(0) and None
+    >>> x = torch.randn(64, 16) * torch.linspace(0.1, 10, 16)
+    >>> w = torch.randn(8, 16)
+    >>> cfg = AWQConfig(group_size=8)
+    >>> s, ratio, loss = search_scale(activation_scale(x), [w], layer_loss(x, [w]), cfg)
+    >>> s.shape, 0.0 <= ratio < 1.0
+    (torch.Size([16]), True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from slimtorch.llm.compress.arch import ArchSpec, ScaleGroup, linear
+from slimtorch.llm.compress.calibrate import BlockInputs, observe_inputs, record_calls
+from slimtorch.llm.compress.config import AWQConfig
+from slimtorch.llm.compress.rtn import fake_quantize, grouped, rtn_quantize
+
+MIN_SCALE = 1e-4  # llm-awq clamps s_X^alpha from below before normalising
+CLIP_ROW_BATCH = 64  # output rows searched at once (bounds the search's memory)
+
+LossFn = Callable[[Sequence[torch.Tensor]], float]
+
+
+def activation_scale(x: torch.Tensor) -> torch.Tensor:
+    """Mean ``|x|`` of each input channel over all tokens (``(..., in)`` -> ``(in,)``).
+
+    Example:
+        >>> activation_scale(torch.tensor([[1.0, -2.0], [3.0, 0.0]]))
+        tensor([2., 1.])
+    """
+    return x.reshape(-1, x.shape[-1]).abs().float().mean(0)
+
+
+def candidate_scale(x_mean: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``s_X^alpha``, clamped and normalised so that ``sqrt(max(s) * min(s)) = 1``.
+
+    Example:
+        >>> candidate_scale(torch.tensor([1.0, 4.0]), 1.0)
+        tensor([0.5000, 2.0000])
+    """
+    s = x_mean.pow(alpha).clamp(min=MIN_SCALE)
+    return s / (s.max() * s.min()).sqrt()
+
+
+def scaled_quantize(w: torch.Tensor, s: torch.Tensor, config: AWQConfig) -> torch.Tensor:
+    """``Q(W * s) / s``: the weight the model computes with once ``s`` is folded and ``W * s``
+    is quantized (``s`` scales input columns)."""
+    return rtn_quantize(w * s[None, :], config.rtn()) / s[None, :]
+
+
+def layer_loss(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> LossFn:
+    """Loss of candidate weights for plain linears on inputs ``x``: output MSE summed over them.
+
+    Example:
+        >>> layer_loss(torch.ones(1, 2), [torch.eye(2)])([torch.zeros(2, 2)])
+        1.0
+    """
+    refs = [x @ w.T for w in weights]
+    return lambda cand: sum(
+        float((x @ c.T - r).pow(2).mean()) for c, r in zip(cand, refs, strict=True)
+    )
+
+
+def search_scale(
+    x_mean: torch.Tensor, weights: Sequence[torch.Tensor], loss: LossFn, config: AWQConfig
+) -> tuple[torch.Tensor, float, float]:
+    """Grid search of ``alpha`` for the linears sharing one input.
+
+    Args:
+        x_mean: mean ``|x|`` per input channel.
+        weights: the linears' weights ``(out_k, in)``.
+        loss: output error of candidate (scaled, quantized, unscaled) weights.
+        config: grid and quantization settings.
+
+    Returns:
+        ``(s, alpha, loss)`` of the best grid point.
+    """
+    best: tuple[torch.Tensor, float, float] | None = None
+    for i in range(config.scale_grid):
+        alpha = i / config.scale_grid
+        s = candidate_scale(x_mean, alpha)
+        err = loss([scaled_quantize(w, s, config) for w in weights])
+        if best is None or err < best[2]:
+            best = (s, alpha, err)
+    assert best is not None
+    return best
+
+
+def fold_scales(prev: nn.Module, linears: Sequence[nn.Linear], s: torch.Tensor) -> None:
+    """Divide ``prev``'s output channels by ``s`` and multiply the linears' inputs by it.
+
+    ``prev`` is a norm (1-D ``weight``, optional ``bias``) or a linear (rows divided).
+    """
+    with torch.no_grad():
+        if isinstance(prev, nn.Linear):
+            prev.weight.div_(s[:, None])
+        else:
+            prev.weight.div_(s)
+        if getattr(prev, "bias", None) is not None:
+            prev.bias.div_(s)
+        for lin in linears:
+            lin.weight.mul_(s[None, :])
+
+
+def search_clip(w: torch.Tensor, x: torch.Tensor, config: AWQConfig) -> torch.Tensor:
+    """Per output row and group, the clipping threshold with the lowest partial-output error.
+
+    Args:
+        w: weight ``(out, in)``.
+        x: sampled inputs ``(tokens, in)``.
+        config: grid, shrink range and quantization settings.
+
+    Returns:
+        ``max_val`` of shape ``(out, groups, 1)``.
+    """
+    c = config
+    xg = grouped(x, c.group_size)  # (n, g, gs)
+    best_max = []
+    for wb in grouped(w, c.group_size).split(CLIP_ROW_BATCH):  # (b, g, gs)
+        ref = torch.einsum("ngs,bgs->bgn", xg, wb)
+        org_max = wb.abs().amax(dim=-1, keepdim=True)
+        best_err = torch.full(org_max.shape, float("inf"))
+        best = org_max.clone()
+        for i in range(int(c.clip_max_shrink * c.clip_grid)):
+            mx = org_max * (1 - i / c.clip_grid)
+            cand = torch.minimum(torch.maximum(wb, -mx), mx)
+            q = fake_quantize(cand.reshape(-1, cand.shape[-1]), c.bits, None, c.symmetric)
+            out = torch.einsum("ngs,bgs->bgn", xg, q.reshape(wb.shape))
+            err = (out - ref).pow(2).mean(dim=-1, keepdim=True)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best = torch.where(better, mx, best)
+        best_max.append(best)
+    return torch.cat(best_max)
+
+
+def clip_weight(w: torch.Tensor, max_val: torch.Tensor, group_size: int | None) -> torch.Tensor:
+    """Clamp each group of ``w`` to ``[-max_val, max_val]``.
+
+    Example:
+        >>> clip_weight(torch.tensor([[3.0, -3.0]]), torch.tensor([[[1.0]]]), None)
+        tensor([[ 1., -1.]])
+    """
+    wg = grouped(w, group_size)
+    return torch.minimum(torch.maximum(wg, -max_val), max_val).reshape(w.shape)
+
+
+def _group_loss(block: nn.Module, group: ScaleGroup, calls: list, lins: list[nn.Linear]) -> LossFn:
+    inspect = block.get_submodule(group.inspect)
+    refs = [inspect(*a, **k) for a, k in calls]
+    originals = [lin.weight.data for lin in lins]
+
+    def loss(cand: Sequence[torch.Tensor]) -> float:
+        for lin, w in zip(lins, cand, strict=True):
+            lin.weight.data = w
+        try:
+            total = sum(
+                float((inspect(*a, **k) - r).pow(2).sum())
+                for (a, k), r in zip(calls, refs, strict=True)
+            )
+        finally:
+            for lin, w in zip(lins, originals, strict=True):
+                lin.weight.data = w
+        return total / sum(r.numel() for r in refs)
+
+    return loss
+
+
+def _out_width(prev: nn.Module) -> int:
+    return prev.out_features if isinstance(prev, nn.Linear) else int(prev.weight.shape[0])
+
+
+@torch.no_grad()
+def awq_scale_block(
+    block: nn.Module, spec: ArchSpec, inputs: BlockInputs, config: AWQConfig
+) -> dict[str, float]:
+    """Search and fold the scales of every scaling group of one block; returns alpha per group."""
+    report: dict[str, float] = {}
+    for group in spec.scale_groups:
+        prev, lins = block.get_submodule(group.prev), [linear(block, n) for n in group.linears]
+        if _out_width(prev) != lins[0].in_features:
+            continue  # e.g. wv -> wo under grouped-query attention
+        calls = record_calls(block, group.inspect, inputs)
+        x_mean = activation_scale(torch.cat([a[0].reshape(-1, a[0].shape[-1]) for a, _ in calls]))
+        loss = _group_loss(block, group, calls, lins)
+        s, alpha, _ = search_scale(x_mean, [lin.weight.data for lin in lins], loss, config)
+        fold_scales(prev, lins, s)
+        report[group.prev] = alpha
+    return report
+
+
+@torch.no_grad()
+def awq_block(
+    block: nn.Module, spec: ArchSpec, inputs: BlockInputs, config: AWQConfig
+) -> dict[str, float]:
+    """AWQ on one block in place: scales, folding, clipping search, round-to-nearest.
+
+    Args:
+        block: the transformer block.
+        spec: its architecture table.
+        inputs: its calibration inputs.
+        config: AWQ settings.
+
+    Returns:
+        The chosen alpha per scaling group (keyed by the group's ``prev``).
+    """
+    report = awq_scale_block(block, spec, inputs, config)
+    names = spec.linears
+    clip_names = [n for n in names if n not in spec.no_clip] if config.clip else []
+    stride = max(1, inputs.tokens() // config.clip_tokens)
+    samples: dict[str, list[torch.Tensor]] = {n: [] for n in clip_names}
+    observers = {
+        n: (lambda x, n=n: samples[n].append(x.reshape(-1, x.shape[-1])[::stride]))
+        for n in clip_names
+    }
+    if observers:
+        observe_inputs(block, observers, inputs)
+    for name in names:
+        lin = linear(block, name)
+        w = lin.weight.data
+        if name in samples:
+            x = torch.cat(samples.pop(name))[: config.clip_tokens]
+            w = clip_weight(w, search_clip(w, x, config), config.group_size)
+        lin.weight.data = rtn_quantize(w, config.rtn())
+    return report

@@ -1,0 +1,259 @@
+"""Frozen, validated configs for every LLM compression method (one dataclass per algorithm).
+
+Each config carries a ``version`` so a saved report says which rules produced it. Granularity
+is data: ``group_size=None`` means one scale per output channel (per-channel), an integer means
+groups of that many consecutive input columns inside each output row.
+
+Example:
+    >>> RTNConfig(bits=4, group_size=128).bits_per_weight()
+    4.25
+    >>> WandaConfig(sparsity=0.5, nm=(2, 4)).nm
+    (2, 4)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slimtorch.errors import ConfigError
+
+CONFIG_VERSION = 1
+WEIGHT_BITS = (2, 3, 4, 8)
+SCALE_BITS = 16  # each group stores an fp16 scale and an fp16 minimum (llama.cpp Q4_1 style)
+# AWQ (Lin et al. 2024, llm-awq auto_scale/auto_clip): 20 grid points for alpha in [0, 1),
+# clipping shrinks the max down to 50% in 20 steps on 512 sampled tokens.
+AWQ_SCALE_GRID = 20
+AWQ_CLIP_GRID = 20
+AWQ_CLIP_MAX_SHRINK = 0.5
+AWQ_CLIP_TOKENS = 512
+# GPTQ / SparseGPT (Frantar et al. 2022/2023): 1% of the mean Hessian diagonal as damping,
+# lazy batch updates over blocks of 128 columns.
+GPTQ_PERCDAMP = 0.01
+GPTQ_BLOCK_SIZE = 128
+KMEANS_ITERS = 20
+
+
+def _check_bits(bits: int) -> None:
+    if bits not in WEIGHT_BITS:
+        raise ConfigError(f"bits: expected one of {WEIGHT_BITS}, got {bits}")
+
+
+def _check_group(group_size: int | None) -> None:
+    if group_size is not None and group_size < 1:
+        raise ConfigError(f"group_size: expected a positive integer or None, got {group_size}")
+
+
+def _check_sparsity(sparsity: float, nm: tuple[int, int] | None) -> None:
+    if nm is not None:
+        n, m = nm
+        if not (0 < n < m):
+            raise ConfigError(f"nm: expected N:M with 0 < N < M (keep N of every M), got {n}:{m}")
+    elif not (0.0 <= sparsity < 1.0):
+        raise ConfigError(f"sparsity: expected a fraction in [0, 1), got {sparsity}")
+
+
+def _overhead_bits(group_size: int | None, in_features: int) -> float:
+    per = group_size if group_size is not None else in_features
+    return 2 * SCALE_BITS / per
+
+
+@dataclass(frozen=True)
+class RTNConfig:
+    """Round-to-nearest weight-only quantization.
+
+    Args:
+        bits: 2, 3, 4 or 8.
+        group_size: input columns per scale, or None for one scale per output channel.
+        symmetric: symmetric signed grid (scale only) instead of scale + minimum.
+    """
+
+    bits: int = 4
+    group_size: int | None = 128
+    symmetric: bool = False
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        _check_bits(self.bits)
+        _check_group(self.group_size)
+
+    def bits_per_weight(self, in_features: int = 4096) -> float:
+        """Stored bits per weight including fp16 scale (and minimum) per group."""
+        over = _overhead_bits(self.group_size, in_features)
+        return self.bits + (over / 2 if self.symmetric else over)
+
+
+@dataclass(frozen=True)
+class AWQConfig:
+    """Activation-aware weight quantization: scale search, folding, clipping search, then RTN.
+
+    Args:
+        bits, group_size, symmetric: the final round-to-nearest grid (as ``RTNConfig``).
+        scale_grid: number of alpha values tried in [0, 1).
+        clip: run the weight-clipping search after scaling.
+        clip_grid, clip_max_shrink, clip_tokens: clipping search resolution, the smallest
+            fraction of the max tried, and how many calibration tokens it uses.
+    """
+
+    bits: int = 4
+    group_size: int | None = 128
+    symmetric: bool = False
+    scale_grid: int = AWQ_SCALE_GRID
+    clip: bool = True
+    clip_grid: int = AWQ_CLIP_GRID
+    clip_max_shrink: float = AWQ_CLIP_MAX_SHRINK
+    clip_tokens: int = AWQ_CLIP_TOKENS
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        _check_bits(self.bits)
+        _check_group(self.group_size)
+        if self.scale_grid < 1 or self.clip_grid < 1 or self.clip_tokens < 1:
+            raise ConfigError("scale_grid, clip_grid, clip_tokens: expected positive integers")
+        if not (0.0 <= self.clip_max_shrink < 1.0):
+            raise ConfigError(f"clip_max_shrink: expected [0, 1), got {self.clip_max_shrink}")
+
+    def rtn(self) -> RTNConfig:
+        """The round-to-nearest grid AWQ ends with."""
+        return RTNConfig(self.bits, self.group_size, self.symmetric)
+
+
+@dataclass(frozen=True)
+class GPTQConfig:
+    """GPTQ: column-by-column quantization with second-order error feedback.
+
+    Args:
+        bits, group_size, symmetric: the grid (as ``RTNConfig``).
+        block_size: columns per lazy batch update.
+        percdamp: damping added to the Hessian diagonal, as a fraction of its mean.
+        act_order: visit columns by decreasing Hessian diagonal (groups stay contiguous in
+            the original column order: their scales are fixed before the solve).
+    """
+
+    bits: int = 4
+    group_size: int | None = 128
+    symmetric: bool = False
+    block_size: int = GPTQ_BLOCK_SIZE
+    percdamp: float = GPTQ_PERCDAMP
+    act_order: bool = False
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        _check_bits(self.bits)
+        _check_group(self.group_size)
+        if self.block_size < 1:
+            raise ConfigError(f"block_size: expected a positive integer, got {self.block_size}")
+        if self.percdamp <= 0:
+            raise ConfigError(f"percdamp: expected a positive fraction, got {self.percdamp}")
+
+    def rtn(self) -> RTNConfig:
+        """The grid GPTQ rounds onto."""
+        return RTNConfig(self.bits, self.group_size, self.symmetric)
+
+
+@dataclass(frozen=True)
+class KMeansConfig:
+    """Non-uniform quantization: a k-means codebook of 2**bits values per output row or group.
+
+    Args:
+        bits: codebook index bits (4 gives 16 centroids).
+        group_size: input columns sharing a codebook, or None for one per output channel.
+        iters: Lloyd iterations.
+    """
+
+    bits: int = 4
+    group_size: int | None = None
+    iters: int = KMEANS_ITERS
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        _check_bits(self.bits)
+        _check_group(self.group_size)
+        if self.iters < 1:
+            raise ConfigError(f"iters: expected a positive integer, got {self.iters}")
+
+    def bits_per_weight(self, in_features: int = 4096) -> float:
+        """Index bits plus an fp16 codebook per row or group."""
+        per = self.group_size if self.group_size is not None else in_features
+        return self.bits + (2**self.bits) * SCALE_BITS / per
+
+
+@dataclass(frozen=True)
+class MagnitudeConfig:
+    """Magnitude pruning: smallest |W| per layer (unstructured) or per M-group (N:M).
+
+    Args:
+        sparsity: fraction of weights set to zero (ignored when ``nm`` is set).
+        nm: keep N of every M consecutive input weights, e.g. (2, 4).
+    """
+
+    sparsity: float = 0.5
+    nm: tuple[int, int] | None = None
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity, self.nm)
+
+
+@dataclass(frozen=True)
+class WandaConfig:
+    """Wanda: prune the smallest |W| * ||X||_2, compared within each output row.
+
+    Args:
+        sparsity: fraction of weights set to zero (ignored when ``nm`` is set).
+        nm: keep N of every M consecutive input weights, e.g. (2, 4).
+    """
+
+    sparsity: float = 0.5
+    nm: tuple[int, int] | None = None
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity, self.nm)
+
+
+@dataclass(frozen=True)
+class SparseGPTConfig:
+    """SparseGPT: OBS-style mask selection and weight update, column block by block.
+
+    Args:
+        sparsity: fraction of weights set to zero (ignored when ``nm`` is set).
+        nm: keep N of every M consecutive input weights, e.g. (2, 4).
+        block_size: columns per lazy batch update (and per unstructured mask selection).
+        percdamp: Hessian damping as a fraction of its mean diagonal.
+    """
+
+    sparsity: float = 0.5
+    nm: tuple[int, int] | None = None
+    block_size: int = GPTQ_BLOCK_SIZE
+    percdamp: float = GPTQ_PERCDAMP
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        _check_sparsity(self.sparsity, self.nm)
+        if self.block_size < 1 or self.percdamp <= 0:
+            raise ConfigError("block_size and percdamp: expected positive values")
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    """Calibration data: ``n_samples`` windows of ``seq_len`` tokens from a text file.
+
+    Args:
+        n_samples: windows taken, evenly spaced through the text.
+        seq_len: tokens per window.
+        batch_size: windows run through a block at once.
+        propagate: "quantized" feeds each block the compressed previous block's outputs;
+            "fp" feeds the original (uncompressed) outputs.
+    """
+
+    n_samples: int = 32
+    seq_len: int = 512
+    batch_size: int = 4
+    propagate: str = "quantized"
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if min(self.n_samples, self.seq_len, self.batch_size) < 1:
+            raise ConfigError("n_samples, seq_len, batch_size: expected positive integers")
+        if self.propagate not in ("quantized", "fp"):
+            raise ConfigError(f"propagate: expected 'quantized' or 'fp', got {self.propagate!r}")
