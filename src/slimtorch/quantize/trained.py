@@ -1,0 +1,111 @@
+"""Trained quantization: fine-tune the centroids of k-means codebook layers.
+
+Deep Compression (Han et al., ICLR 2016, Sec. 3.3) keeps every weight's cluster assignment
+fixed and updates each shared value with the sum of the gradients of the weights that share
+it. A codebook layer decodes ``weight = codebook[indices]``; the backward pass of that gather
+is exactly this scatter-add (:func:`centroid_gradient` is the closed form, used as the test
+oracle), so fine-tuning is ordinary training with only the codebooks trainable.
+
+Example:
+    >>> import torch
+    >>> centroid_gradient(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0, 1, 0]), k=2).tolist()
+    [4.0, 2.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from slimtorch.errors import ConfigError
+from slimtorch.quantize.kmeans_module import CodebookLayer
+from slimtorch.train import FitConfig, FitReport, fit
+
+DEFAULT_CENTROID_LR = 1e-3  # Adam step for centroids; weights here are O(0.1)
+
+Batches = Iterable[Sequence[Tensor]]
+
+
+def centroid_gradient(weight_grad: Tensor, indices: Tensor, k: int) -> Tensor:
+    """Each centroid's gradient: the sum of the gradients of the weights assigned to it.
+
+    Args:
+        weight_grad: Gradient of the loss with respect to the decoded weight (any shape).
+        indices: Cluster index of each weight, same shape.
+        k: Number of centroids.
+
+    Returns:
+        ``[k]`` tensor; entry ``j`` is ``weight_grad[indices == j].sum()``.
+
+    Example:
+        >>> centroid_gradient(torch.ones(2, 2), torch.tensor([[0, 2], [2, 2]]), k=3).tolist()
+        [1.0, 0.0, 3.0]
+    """
+    if weight_grad.shape != indices.shape:
+        raise ConfigError(f"indices: shape {tuple(indices.shape)} != {tuple(weight_grad.shape)}")
+    out = torch.zeros(k, dtype=weight_grad.dtype)
+    return out.index_add_(0, indices.reshape(-1).long(), weight_grad.reshape(-1))
+
+
+def codebook_layers(model: nn.Module) -> dict[str, CodebookLayer]:
+    """The codebook layers of ``model`` by qualified name.
+
+    Example:
+        >>> codebook_layers(nn.Linear(2, 2))
+        {}
+    """
+    return {n: m for n, m in model.named_modules() if isinstance(m, CodebookLayer)}
+
+
+def finetune_centroids(
+    model: nn.Module,
+    train_loader: Batches,
+    val_loader: Batches | None = None,
+    epochs: int = 1,
+    lr: float = DEFAULT_CENTROID_LR,
+    *,
+    train_other: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> FitReport:
+    """Fine-tune the centroids of every codebook layer in place, assignments fixed.
+
+    Only the ``codebook`` parameters learn (plus every other parameter when ``train_other``);
+    reserved exact-zero entries stay 0. BatchNorm running statistics are updated as in any
+    training pass. ``requires_grad`` flags are restored afterwards.
+
+    Args:
+        model: A model from :func:`~slimtorch.quantize.kmeans.kmeans_quantize_model`.
+        train_loader: ``(x, y)`` training batches.
+        val_loader: Optional validation batches (evaluated after each epoch).
+        epochs: Passes over ``train_loader`` (>= 1).
+        lr: Adam learning rate.
+        train_other: Also train biases, norms and float layers.
+        seed: Seed of the training loop.
+        progress: Show a progress bar.
+
+    Returns:
+        The ``FitReport`` of the fine-tuning run.
+
+    Example:
+        >>> from slimtorch.quantize.kmeans import KMeansConfig, kmeans_quantize_model
+        >>> q, _ = kmeans_quantize_model(nn.Sequential(nn.Linear(4, 2)), KMeansConfig(bits=2))
+        >>> data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+        >>> finetune_centroids(q, data, epochs=2, progress=False).history[-1].epoch
+        1
+    """
+    layers = codebook_layers(model)
+    if not layers:
+        raise ConfigError("finetune_centroids: the model has no codebook layers (k-means first)")
+    centroids = {id(m.codebook) for m in layers.values()}
+    saved = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for p in model.parameters():
+            p.requires_grad_(train_other or id(p) in centroids)
+        config = FitConfig(epochs=epochs, lr=lr, optimizer="adam", seed=seed)
+        return fit(model, train_loader, val_loader, config, progress=progress)
+    finally:
+        for p, flag in saved.items():
+            p.requires_grad_(flag)
