@@ -119,6 +119,19 @@ class _Grid:
         return self.scale[:, g, 0], self.minimum[:, g, 0]
 
 
+def _ahead(w, w1, err1, u, i1: int, i: int, group_size: int | None) -> torch.Tensor:
+    """Current values of the next ``group_size`` columns from block-local column ``i``: those
+    past the block get the block's pending (lazy) updates applied on the fly."""
+    i2 = i1 + w1.shape[1]
+    ahead = w1[:, i:]
+    need = (group_size or 0) - ahead.shape[1]
+    if need > 0 and i2 < w.shape[1]:
+        end = min(i2 + need, w.shape[1])
+        rest = w[:, i2:end] - err1[:, :i] @ u[i1 : i1 + i, i2:end]
+        ahead = torch.cat([ahead, rest], dim=1)
+    return ahead
+
+
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig) -> torch.Tensor:
     """Quantize ``w`` (``(out, in)``) with GPTQ; returns the dequantized weight.
 
@@ -144,7 +157,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig) ->
         err1 = torch.zeros_like(w1)
         for i in range(i2 - i1):
             col = w1[:, i]
-            ahead = torch.cat([w1[:, i:], w[:, i2:]], dim=1) if grid.dynamic else None
+            ahead = _ahead(w, w1, err1, u, i1, i, config.group_size) if grid.dynamic else None
             scale, minimum = grid.params(int(perm[i1 + i]), ahead)
             qc = dequantize_codes(
                 quantize_codes(col, scale, minimum, c.bits, c.symmetric), scale, minimum
