@@ -333,6 +333,25 @@ def quantizable_layers(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[
     return names
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also copies models pruned with ``torch.nn.utils.prune`` (their
+    computed ``weight`` attribute is not a graph leaf; it is copied detached and recomputed
+    by the hook at the next forward).
+
+    Example:
+        >>> import torch.nn.utils.prune as prune
+        >>> m = prune.random_unstructured(nn.Linear(4, 2), "weight", amount=0.5)
+        >>> int((copy_model(m).weight == 0).sum())
+        4
+    """
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` at qualified ``name`` inside ``model``."""
     parent_name, _, child = name.rpartition(".")
@@ -360,7 +379,7 @@ def kmeans_quantize_model(
         >>> type(q[0]).__name__, report.layers[0].bits, len(q[0].weight.unique()) <= 4
         ('CodebookLinear', 2, True)
     """
-    model = model if inplace else copy.deepcopy(model)
+    model = model if inplace else copy_model(model)
     report = QuantReport(method="kmeans", extra={"config": _config_dict(config)})
     for name in quantizable_layers(model, config.exclude):
         module = model.get_submodule(name)

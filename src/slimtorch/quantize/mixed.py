@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import io
 import math
 import os
@@ -44,6 +43,7 @@ from slimtorch.quantize.kmeans import (
     MAX_INDEX_BITS,
     KMeansConfig,
     codebook_format,
+    copy_model,
     kmeans_codebook,
     kmeans_quantize_model,
     quantizable_layers,
@@ -188,7 +188,7 @@ class SensitivityResult:
 def materialize_weights(model: nn.Module) -> nn.Module:
     """A deep copy whose layers hold plain weights: torch prune hooks and parametrizations
     (e.g. weight norm) are baked in, so weights can be overwritten directly."""
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     for module in model.modules():
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
