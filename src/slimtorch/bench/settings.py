@@ -94,6 +94,8 @@ class TestSettings:
         100
     """
 
+    __test__ = False  # named like LoadGen's TestSettings; not a pytest test class
+
     scenario: str
     preset: str = "laptop"
     min_query_count: int | None = None

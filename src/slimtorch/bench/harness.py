@@ -1,0 +1,173 @@
+"""The ``slimtorch bench`` pipeline as one function: load targets, run a scenario, score, judge.
+
+:func:`benchmark` is what the CLI runs: every model goes through the same sample library, the
+same scenario settings and, in accuracy mode, the same scorer; the baseline (the first model
+by default) is the fp32 reference of the closed division and the denominator of the speedups.
+
+Example:
+    >>> s = TestSettings("singlestream", min_query_count=20, min_duration_s=0.0)
+    >>> records = benchmark(["lenet5"], s, accuracy=True, progress=False)
+    >>> records[0].result.query_count, records[0].quality.metric
+    (20, 'top1')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from slimtorch.bench.accuracy import DivisionConfig, accuracy_mode, check_division
+from slimtorch.bench.clock import Clock
+from slimtorch.bench.llm import LLMResult, LLMSettings, run_llm
+from slimtorch.bench.loadgen import run_scenario
+from slimtorch.bench.report import BenchRecord
+from slimtorch.bench.samples import TensorSamples
+from slimtorch.bench.settings import TestSettings
+from slimtorch.bench.sut import BenchTarget, LoadOptions, load_target
+from slimtorch.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """The evaluation samples every model sees: stacked inputs and labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    name: str
+    num_classes: int
+
+
+def load_eval_data(data: str = "digits", split: str = "test", seed: int = 0) -> EvalData:
+    """Stack one split of a data set (see ``slimtorch.data.load_data``) for benchmarking.
+
+    Args:
+        data: data source (``digits``, ``digits:32``, ``.npz``, folder, ``idx:IMG,LBL``).
+        split: ``train``, ``val`` or ``test``.
+        seed: the split's seed (use the one the model was trained with).
+
+    Returns:
+        ``EvalData``.
+    """
+    from slimtorch.data import load_data
+
+    if split not in SPLITS:
+        raise ConfigError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    splits = load_data(data, seed=seed)
+    ds = getattr(splits, split)
+    if len(ds) == 0:
+        raise ConfigError(f"--data {data}: the {split} split is empty")
+    xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
+    return EvalData(torch.stack(xs), torch.stack(ys), splits.name, splits.num_classes)
+
+
+def _judge(records: list[BenchRecord], division: DivisionConfig, baseline: int) -> list:
+    reference = records[baseline].quality
+    return [
+        BenchRecord(r.result, r.quality, check_division(r.quality, reference, division))
+        for r in records
+    ]
+
+
+def benchmark(
+    sources: Sequence[str],
+    settings: TestSettings,
+    *,
+    data: str | EvalData = "digits",
+    split: str = "test",
+    accuracy: bool = False,
+    division: DivisionConfig | None = None,
+    find_peak: bool = True,
+    baseline: int = 0,
+    model_kwargs: dict | None = None,
+    clock: Clock | None = None,
+    progress: bool = True,
+) -> list[BenchRecord]:
+    """Benchmark classifiers side by side (what ``slimtorch bench`` runs).
+
+    Args:
+        sources: models (zoo names, checkpoint folders, factories, or registered adapters').
+        settings: the scenario and its settings.
+        data: data source or already loaded ``EvalData``; performance and accuracy runs use
+            its ``split``.
+        split: which split.
+        accuracy: also run accuracy mode (implied by ``division``).
+        division: judge each model against ``sources[baseline]`` (closed: PASS/FAIL).
+        find_peak: Server: search the peak VALID rate (else run at the target rate).
+        baseline: index of the reference / speedup baseline.
+        model_kwargs: construction arguments for zoo models (``norm``, ``act``).
+        clock: real (default) or virtual time.
+        progress: show a progress bar.
+
+    Returns:
+        One ``BenchRecord`` per source, in order.
+    """
+    if not sources:
+        raise ConfigError("bench: give at least one model")
+    if not 0 <= baseline < len(sources):
+        raise ConfigError(f"--baseline: expected 0..{len(sources) - 1}, got {baseline}")
+    ev = data if isinstance(data, EvalData) else load_eval_data(data, split, settings.seed)
+    options = LoadOptions(tuple(ev.x.shape[1:]), ev.num_classes, dict(model_kwargs or {}))
+    targets = [load_target(s, options) for s in sources]
+    _check_classifiers(targets)
+    qsl, records = TensorSamples(ev.x), []
+    with _progress(progress, len(targets)) as advance:
+        for t in targets:
+            result = run_scenario(
+                t.sut, qsl, settings, clock=clock, label=t.label, find_peak=find_peak
+            )
+            quality = accuracy_mode(t.sut, qsl, ev.y) if accuracy or division else None
+            records.append(BenchRecord(result, quality))
+            advance(t.label)
+    return _judge(records, division, baseline) if division else records
+
+
+def _check_classifiers(targets: Sequence[BenchTarget]) -> None:
+    others = [t.label for t in targets if t.kind != "classifier"]
+    if others:
+        raise ConfigError(
+            f"{', '.join(others)}: token generators are benchmarked with benchmark_llm "
+            "(do not mix them with classifiers)"
+        )
+
+
+def benchmark_llm(
+    sources: Sequence[str], settings: LLMSettings, *, progress: bool = True
+) -> list[LLMResult]:
+    """TTFT, TPOT and tokens/s of generator targets (from adapters that yield ``generator``).
+
+    Args:
+        sources: sources a registered adapter loads as ``kind="generator"``.
+        settings: LLM scenario and bounds.
+        progress: show a progress bar.
+
+    Returns:
+        One ``LLMResult`` per source.
+    """
+    targets = [load_target(s) for s in sources]
+    bad = [t.label for t in targets if t.kind != "generator" or not t.prompts]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: not a token generator with prompts")
+    results = []
+    with _progress(progress, len(targets)) as advance:
+        for t in targets:
+            results.append(run_llm(t.sut, t.prompts, settings, label=t.label))
+            advance(t.label)
+    return results
+
+
+@contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar over models; yields ``advance(label)`` (a no-op when disabled)."""
+    if not enabled:
+        yield lambda _label: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("benchmarking", total=total)
+        yield lambda label: bar.update(task, advance=1, description=f"done {label}")
