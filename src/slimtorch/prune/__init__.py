@@ -8,6 +8,7 @@ Pure mask functions live in :mod:`slimtorch.prune.masks`; importance criteria in
 
 from __future__ import annotations
 
+from slimtorch.prune.graph import ChannelGraph, ChannelGroup, trace_channels
 from slimtorch.prune.masks import (
     NM,
     Channel,
@@ -21,17 +22,27 @@ from slimtorch.prune.masks import (
     nm_mask,
     parse_granularity,
 )
+from slimtorch.prune.sparse import SparseConv2d, SparseLinear, to_sparse
+from slimtorch.prune.surgery import prune_channels, pruned_spec
 
 __all__ = [
     "NM",
     "Channel",
+    "ChannelGraph",
+    "ChannelGroup",
     "Element",
     "Granularity",
     "Kernel",
+    "SparseConv2d",
+    "SparseLinear",
     "Vector",
     "global_masks",
     "granular_mask",
     "keep_top",
     "nm_mask",
     "parse_granularity",
+    "prune_channels",
+    "pruned_spec",
+    "to_sparse",
+    "trace_channels",
 ]
