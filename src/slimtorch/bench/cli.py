@@ -71,6 +71,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up queries (default 10)")
     p.add_argument("--seed", type=int, default=0, help="sample order, arrivals, split (default 0)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads for the run (default: torch's own choice)",
+    )
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
@@ -192,6 +198,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     division = _division(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads: expected >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     kwargs = {k: v for k, v in (("norm", args.norm), ("act", args.act)) if v is not None}
     records = benchmark(
         args.models,
