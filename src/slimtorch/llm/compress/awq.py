@@ -165,6 +165,28 @@ def clip_weight(w: torch.Tensor, max_val: torch.Tensor, group_size: int | None) 
     return torch.minimum(torch.maximum(wg, -max_val), max_val).reshape(w.shape)
 
 
+def awq_quantize_layer(w: torch.Tensor, x: torch.Tensor, config: AWQConfig) -> torch.Tensor:
+    """AWQ on one linear with inputs ``x``: scale search, clipping search, rounding.
+
+    The result is expressed in the original basis (``Q(clip(W s)) / s``), i.e. the weight the
+    layer effectively computes with once ``s`` has been folded into what precedes it.
+
+    Args:
+        w: weight ``(out, in)``.
+        x: calibration inputs ``(tokens, in)``.
+        config: AWQ settings.
+
+    Returns:
+        The effective quantized weight.
+    """
+    s, _, _ = search_scale(activation_scale(x), [w], layer_loss(x, [w]), config)
+    ws, xs = w * s[None, :], x / s[None, :]
+    if config.clip:
+        stride = max(1, x.shape[0] // config.clip_tokens)
+        ws = clip_weight(ws, search_clip(ws, xs[::stride], config), config.group_size)
+    return rtn_quantize(ws, config.rtn()) / s[None, :]
+
+
 def _group_loss(block: nn.Module, group: ScaleGroup, calls: list, lins: list[nn.Linear]) -> LossFn:
     inspect = block.get_submodule(group.inspect)
     refs = [inspect(*a, **k) for a, k in calls]

@@ -30,7 +30,7 @@ AWQ_CLIP_TOKENS = 512
 # lazy batch updates over blocks of 128 columns.
 GPTQ_PERCDAMP = 0.01
 GPTQ_BLOCK_SIZE = 128
-KMEANS_ITERS = 20
+KMEANS_ITERS = 100  # Lloyd iterations at most (stops once assignments settle)
 
 
 def _check_bits(bits: int) -> None:

@@ -2,9 +2,10 @@
 (or per group of input columns), Lloyd's algorithm run on all rows at once.
 
 In one dimension the optimal clusters are intervals, so assignment is a sorted search against
-the midpoints between sorted centroids; centroids start at evenly spaced quantiles.
-(The quantization package's ``kmeans_1d`` fits one codebook; this batched variant fits
-thousands of small ones, one per row or group, in a few vectorised passes.)
+the midpoints between sorted centroids; centroids start evenly spaced over [min, max] (the
+"linear" init of ``slimtorch.quantize.kmeans.kmeans_1d``, which fits one codebook at a time;
+this batched variant fits thousands of small ones, one per row or group, in vectorised passes
+and reaches the same fixed point: the tests check it against ``kmeans_1d``).
 
 Example:
     >>> import torch
@@ -43,14 +44,19 @@ def kmeans_rows(x: torch.Tensor, k: int, iters: int) -> tuple[torch.Tensor, torc
         >>> c
         tensor([[1.1000, 9.1000]])
     """
-    q = torch.linspace(0, 1, k, dtype=x.dtype)
-    centroids = torch.quantile(x, q, dim=1).T.contiguous()  # (rows, k)
+    lo, hi = x.amin(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)
+    steps = torch.linspace(0, 1, k, dtype=x.dtype)[None, :]
+    centroids = lo + (hi - lo) * steps  # "linear" init (Deep Compression, Sec. 3.2)
+    assign = _assign(x, centroids)
     for _ in range(iters):
-        assign = _assign(x, centroids)
         sums = torch.zeros_like(centroids).scatter_add_(1, assign, x)
         counts = torch.zeros_like(centroids).scatter_add_(1, assign, torch.ones_like(x))
         centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
         centroids = centroids.sort(dim=1).values
+        new = _assign(x, centroids)
+        if torch.equal(new, assign):
+            break
+        assign = new
     return centroids, _assign(x, centroids)
 
 
