@@ -1,0 +1,270 @@
+"""Weight-only quantized Linear layers that run on torch's packed CPU kernels.
+
+- **int4** (group-wise asymmetric, 4 bits + a bf16 scale and zero per group of ``group_size``
+  inputs): decode-shaped products (few rows) run on
+  ``aten._weight_int4pack_mm_for_cpu`` with **bf16 activations** (its only vectorized path on
+  AVX2; see ``shared/KERNELS.md``); prefill-shaped products (more than ``prefill_rows`` rows)
+  use fp32 weights dequantized once at conversion, because the int4 and bf16 kernels lose to
+  fp32 GEMM there. The fp32 copy costs memory (4 bytes/weight) and is optional.
+- **int8** (per output channel, symmetric): ``aten._weight_int8pack_mm`` with bf16
+  activations for decode, fp32 dequantized weights for prefill.
+- **fp32**: the model as loaded.
+
+Quantization: ``dequant = (q - 8) * scale + zero`` with ``q in 0..15``,
+``scale = (max - min) / 15`` and ``zero = min + 8 * scale`` per group (the kernel's
+convention), so ``q = round((w - min) / scale)``.
+
+Example:
+    >>> import torch
+    >>> lin = torch.nn.Linear(64, 16, bias=False)
+    >>> q = Int4Linear.from_linear(lin, group_size=32)
+    >>> x = torch.randn(1, 64)
+    >>> bool((q(x) - torch.nn.functional.linear(x, q.dequantized())).abs().max() < 0.1)
+    True
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slimtorch.errors import ConfigError
+
+CONFIG_VERSION = 1
+INT4_LEVELS = 15  # 4-bit unsigned codes 0..15
+INT4_OFFSET = 8  # the kernel dequantizes (q - 8) * scale + zero
+INT8_MAX = 127
+INNER_K_TILES = 1  # layout argument of _convert_weight_to_int4pack_for_cpu
+INT4_N_MULTIPLE = 16  # _convert_weight_to_int4pack_for_cpu needs N % 16 == 0
+MODES = ("fp32", "int8", "int4")
+DEFAULT_LINEARS = r"(layers\.\d+\.(attention\.w[qkvo]|feed_forward\.w[123])|output)"
+
+
+def quantize_int4_groups(w: Tensor, group_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Asymmetric 4-bit group quantization of ``w`` [N, K] along K.
+
+    Returns:
+        ``q`` (int32 [N, K], 0..15), ``scale`` and ``zero`` (fp32 [N, K/G]).
+
+    Example:
+        >>> q, s, z = quantize_int4_groups(torch.tensor([[0.0, 1.0, 2.0, 3.0]]), 4)
+        >>> q.tolist(), round(float(s), 4)
+        ([[0, 5, 10, 15]], 0.2)
+    """
+    n, k = w.shape
+    if k % group_size:
+        raise ConfigError(f"input features {k} not divisible by group_size {group_size}")
+    g = w.float().reshape(n, k // group_size, group_size)
+    lo, hi = g.amin(-1), g.amax(-1)
+    scale = ((hi - lo) / INT4_LEVELS).clamp_min(1e-8)
+    q = torch.round((g - lo[..., None]) / scale[..., None]).clamp(0, INT4_LEVELS)
+    return q.reshape(n, k).to(torch.int32), scale, lo + INT4_OFFSET * scale
+
+
+def dequantize_int4_groups(q: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
+    """``(q - 8) * scale + zero`` per group: fp32 [N, K]."""
+    n, k = q.shape
+    g = k // scale.shape[1]
+    qg = q.float().reshape(n, -1, g) - INT4_OFFSET
+    return (qg * scale[..., None] + zero[..., None]).reshape(n, k)
+
+
+def linear_int4(x: Tensor, packed: Tensor, scales_zeros: Tensor, group_size: int) -> Tensor:
+    """``x @ W.T`` on the packed int4 kernel; ``x`` [..., K] is computed in bf16."""
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+    y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, packed, group_size, scales_zeros)
+    return y.reshape(*shape[:-1], -1).to(x.dtype)
+
+
+def linear_int8(x: Tensor, w_int8: Tensor, scales: Tensor) -> Tensor:
+    """``x @ (w_int8 * scales).T`` on the int8 weight-only kernel in bf16."""
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+    y = torch.ops.aten._weight_int8pack_mm(x2, w_int8, scales)
+    return y.reshape(*shape[:-1], -1).to(x.dtype)
+
+
+class Int4Linear(nn.Module):
+    """Packed int4 group-quantized Linear (no bias); see the module docstring.
+
+    Args:
+        packed: Output of ``_convert_weight_to_int4pack_for_cpu``.
+        scales_zeros: bf16 [K/G, N, 2].
+        group_size: Inputs per group.
+        in_features / out_features: Shape.
+        prefill_weight: fp32 [N, K] used when more than ``prefill_rows`` rows come in.
+        prefill_rows: Rows above which the fp32 path is taken.
+    """
+
+    def __init__(
+        self,
+        packed: Tensor,
+        scales_zeros: Tensor,
+        group_size: int,
+        in_features: int,
+        out_features: int,
+        prefill_weight: Tensor | None = None,
+        prefill_rows: int = 8,
+    ) -> None:
+        super().__init__()
+        self.group_size, self.prefill_rows = group_size, prefill_rows
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales_zeros", scales_zeros)
+        self.register_buffer("prefill_weight", prefill_weight)
+
+    @classmethod
+    def from_linear(
+        cls, lin: nn.Linear, group_size: int = 32, keep_fp32: bool = True, prefill_rows: int = 8
+    ) -> Int4Linear:
+        """Quantize an ``nn.Linear`` (bias-free) to packed int4."""
+        if lin.bias is not None:
+            raise ConfigError("Int4Linear: Linear layers with a bias are not supported")
+        if lin.out_features % INT4_N_MULTIPLE:
+            raise ConfigError(
+                f"Int4Linear: out_features {lin.out_features} must be a multiple of "
+                f"{INT4_N_MULTIPLE} (torch's int4 CPU packing)"
+            )
+        q, scale, zero = quantize_int4_groups(lin.weight.detach(), group_size)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, INNER_K_TILES)
+        sz = torch.stack([scale.T, zero.T], dim=-1).to(torch.bfloat16).contiguous()
+        deq = dequantize_int4_groups(q, sz[..., 0].T.float(), sz[..., 1].T.float())
+        n, k = lin.weight.shape
+        return cls(packed, sz, group_size, k, n, deq if keep_fp32 else None, prefill_rows)
+
+    def dequantized(self) -> Tensor:
+        """The fp32 weight the kernel computes with (bf16 scales and zeros applied)."""
+        scale, zero = (self.scales_zeros[..., i].T.float() for i in (0, 1))
+        return dequantize_int4_groups(_unpack_codes(self), scale, zero)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.numel() // x.shape[-1]
+        if rows > self.prefill_rows and self.prefill_weight is not None:
+            return F.linear(x, self.prefill_weight)
+        return linear_int4(x, self.packed, self.scales_zeros, self.group_size)
+
+
+def _unpack_codes(m: Int4Linear) -> Tensor:
+    """Recover the int4 codes by running the kernel on the identity (exact in bf16)."""
+    eye = torch.eye(m.in_features, dtype=torch.bfloat16)
+    ones = torch.stack(
+        [torch.ones_like(m.scales_zeros[..., 0]), torch.zeros_like(m.scales_zeros[..., 1])], -1
+    )
+    cols = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, m.packed, m.group_size, ones)
+    return (cols.T.float() + INT4_OFFSET).round().to(torch.int32)  # [N, K]
+
+
+class Int8Linear(nn.Module):
+    """Per-channel symmetric int8 weight-only Linear (no bias)."""
+
+    def __init__(
+        self, w_int8: Tensor, scales: Tensor, prefill_weight: Tensor | None, prefill_rows: int = 8
+    ) -> None:
+        super().__init__()
+        self.prefill_rows = prefill_rows
+        self.register_buffer("w_int8", w_int8)
+        self.register_buffer("scales", scales)
+        self.register_buffer("prefill_weight", prefill_weight)
+
+    @classmethod
+    def from_linear(
+        cls, lin: nn.Linear, keep_fp32: bool = True, prefill_rows: int = 8
+    ) -> Int8Linear:
+        """Quantize an ``nn.Linear`` (bias-free) to int8 per output channel."""
+        if lin.bias is not None:
+            raise ConfigError("Int8Linear: Linear layers with a bias are not supported")
+        w = lin.weight.detach().float()
+        scale = (w.abs().amax(1) / INT8_MAX).clamp_min(1e-8)
+        q = torch.round(w / scale[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+        s = scale.to(torch.bfloat16)
+        deq = q.float() * s.float()[:, None]
+        return cls(q, s, deq if keep_fp32 else None, prefill_rows)
+
+    def dequantized(self) -> Tensor:
+        """The fp32 weight the kernel computes with."""
+        return self.w_int8.float() * self.scales.float()[:, None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.numel() // x.shape[-1]
+        if rows > self.prefill_rows and self.prefill_weight is not None:
+            return F.linear(x, self.prefill_weight)
+        return linear_int8(x, self.w_int8, self.scales)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Which fast weight format to run.
+
+    Args:
+        mode: ``"fp32"``, ``"int8"`` or ``"int4"``.
+        group_size: int4 inputs per group (32, 64, 128, ...).
+        include: Regex on qualified Linear names to convert (default: every block linear and
+            the output head).
+        keep_fp32_for_prefill: Keep a dequantized fp32 copy for prefill-shaped products.
+        prefill_rows: Rows above which that copy is used.
+        version: Config format version.
+    """
+
+    mode: str = "int4"
+    group_size: int = 32
+    include: str = DEFAULT_LINEARS
+    keep_fp32_for_prefill: bool = True
+    prefill_rows: int = 8
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode: expected one of {MODES}, got {self.mode!r}")
+        if self.group_size < 16 or self.group_size & (self.group_size - 1):
+            raise ConfigError(f"group_size: expected a power of two >= 16, got {self.group_size}")
+
+
+def convert_linears(model: nn.Module, config: KernelConfig) -> list[str]:
+    """Replace matching ``nn.Linear`` layers in place; returns the converted names.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(32, 4, bias=False))
+        >>> convert_linears(net, KernelConfig(mode="int8", include="0"))
+        ['0']
+    """
+    if config.mode == "fp32":
+        return []
+    pattern = re.compile(config.include)
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)
+    ]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        lin = getattr(parent, child)
+        if config.mode == "int4":
+            new: nn.Module = Int4Linear.from_linear(
+                lin, config.group_size, config.keep_fp32_for_prefill, config.prefill_rows
+            )
+        else:
+            new = Int8Linear.from_linear(lin, config.keep_fp32_for_prefill, config.prefill_rows)
+        setattr(parent, child, new)
+    return names
+
+
+def weight_bytes_per_token(model: nn.Module) -> int:
+    """Bytes of weights a one-token decode reads (packed formats at their packed size).
+
+    Embedding rows are gathered (one row per token), so only the converted/used matrices
+    count: every Linear and quantized layer, not the embedding table unless it is the head.
+    """
+    total = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            total += m.weight.numel() * m.weight.element_size()
+        elif isinstance(m, Int4Linear):
+            total += m.packed.numel() * m.packed.element_size()
+            total += m.scales_zeros.numel() * m.scales_zeros.element_size()
+        elif isinstance(m, Int8Linear):
+            total += m.w_int8.numel() + m.scales.numel() * m.scales.element_size()
+    return total
