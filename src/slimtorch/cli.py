@@ -20,7 +20,11 @@ EXIT_USER_ERROR = 2
 
 # Each capability registers its own subcommands: ``module.register(subparsers)`` adds a parser
 # whose ``func(args) -> int`` runs it. Keep those modules light (import heavy code inside func).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("slimtorch.bench.cli", "slimtorch.encode.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "slimtorch.bench.cli",
+    "slimtorch.encode.cli",
+    "slimtorch.distill.cli",
+)
 EXIT_INTERRUPTED = 130
 
 
