@@ -12,13 +12,13 @@ import torch.nn.functional as F
 pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 
-from slimtorch.cli import main  # noqa: E402
-from slimtorch.errors import DataError  # noqa: E402
-from slimtorch.llm.gguf_export import ExportConfig, export_gguf  # noqa: E402
-from slimtorch.llm.gguf_load import load_gguf  # noqa: E402
-from slimtorch.llm.hf_load import load_hf, save_hf  # noqa: E402
-from slimtorch.llm.perplexity import PerplexityConfig, perplexity  # noqa: E402
-from slimtorch.llm.tokenizer import Tokenizer  # noqa: E402
+from slimtorch.cli import main
+from slimtorch.errors import DataError
+from slimtorch.llm.gguf_export import ExportConfig, export_gguf
+from slimtorch.llm.gguf_load import load_gguf
+from slimtorch.llm.hf_load import load_hf, save_hf
+from slimtorch.llm.perplexity import PerplexityConfig, perplexity
+from slimtorch.llm.tokenizer import Tokenizer
 
 
 def byte_alphabet() -> list[str]:
