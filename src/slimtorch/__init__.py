@@ -11,8 +11,11 @@ True
 
 from __future__ import annotations
 
+from slimtorch.bench import TestSettings, benchmark
 from slimtorch.checkpoint import load_checkpoint, save_checkpoint
 from slimtorch.data import load_data, load_digits, make_loaders
+from slimtorch.distill import DistillConfig, distill
+from slimtorch.encode import EncodeConfig, load_compressed, save_compressed
 from slimtorch.models import ModelSpec, build_model, create_model
 from slimtorch.profile import ProfileConfig, profile_model
 from slimtorch.resolve import resolve_model
@@ -21,18 +24,25 @@ from slimtorch.train import FitConfig, evaluate, fit
 __version__ = "0.1.0"
 
 __all__ = [
+    "DistillConfig",
+    "EncodeConfig",
     "FitConfig",
     "ModelSpec",
     "ProfileConfig",
+    "TestSettings",
+    "benchmark",
     "build_model",
     "create_model",
+    "distill",
     "evaluate",
     "fit",
     "load_checkpoint",
+    "load_compressed",
     "load_data",
     "load_digits",
     "make_loaders",
     "profile_model",
     "resolve_model",
     "save_checkpoint",
+    "save_compressed",
 ]
