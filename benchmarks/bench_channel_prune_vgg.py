@@ -38,15 +38,17 @@ def macs(model: nn.Module, x: torch.Tensor) -> int:
     return trace_model(model, x).total_macs
 
 
-def ratio_for_macs(model: nn.Module, x: torch.Tensor, target: float) -> tuple[float, nn.Module]:
+def ratio_for_macs(
+    model: nn.Module, x: torch.Tensor, target: float, **kw
+) -> tuple[float, nn.Module]:
     """Smallest uniform ratio (bisection, 12 steps) whose pruned MACs are <= target * base."""
     graph = trace_channels(model, x)
     base = macs(model, x)
     lo, hi = 0.0, 0.95
-    best = prune_channels(model, x, ratio=hi, graph=graph)
+    best = prune_channels(model, x, ratio=hi, graph=graph, **kw)
     for _ in range(12):
         mid = (lo + hi) / 2
-        pruned = prune_channels(model, x, ratio=mid, graph=graph)
+        pruned = prune_channels(model, x, ratio=mid, graph=graph, **kw)
         if macs(pruned, x) <= target * base:
             hi, best = mid, pruned
         else:
@@ -68,9 +70,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="digits:32")
     ap.add_argument("--cfg", default="tiny", help="vgg config name (tiny, small, vgg11, ...)")
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--finetune-epochs", type=int, default=10)
-    ap.add_argument("--finetune-lr", type=float, default=5e-4)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--finetune-epochs", type=int, default=15)
+    ap.add_argument("--finetune-lr", type=float, default=1e-3)
+    ap.add_argument("--importance", default="l1", help="channel importance: l1, l2, bn")
+    ap.add_argument("--round-to", type=int, default=8, help="kept channels: multiples of this")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--runs", type=int, default=20, help="timed runs per model per round")
     ap.add_argument("--seed", type=int, default=0)
@@ -83,13 +88,14 @@ def main() -> None:
     c, size = splits.input_shape[0], splits.input_shape[-1]
     model = create_model("vgg", in_channels=c, image_size=size, cfg=args.cfg)
     t0 = time.perf_counter()
-    fit(model, train, val, FitConfig(epochs=args.epochs, scheduler="cosine", seed=args.seed))
+    fit(model, train, val, FitConfig(epochs=args.epochs, lr=args.lr, scheduler="cosine"))
     train_s = time.perf_counter() - t0
     model.eval()
     acc_base = evaluate(model, test).accuracy
 
     x1 = torch.zeros(1, *splits.input_shape)
-    ratio, pruned = ratio_for_macs(model, x1, TARGET_MAC_FRACTION)
+    kw = {"importance": args.importance, "round_to": args.round_to}
+    ratio, pruned = ratio_for_macs(model, x1, TARGET_MAC_FRACTION, **kw)
     acc_pruned = evaluate(pruned, test).accuracy
     ft = FitConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, scheduler="cosine")
     fit(pruned, train, val, ft)
@@ -105,6 +111,12 @@ def main() -> None:
         "cfg": args.cfg,
         "epochs": args.epochs,
         "finetune_epochs": args.finetune_epochs,
+        "lr": [args.lr, args.finetune_lr],
+        "importance": args.importance,
+        "round_to": args.round_to,
+        "channels": {
+            n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)
+        },
         "ratio": ratio,
         "params": [sum(p.numel() for p in m.parameters()) for m in (model, pruned)],
         "macs": [macs(model, x1), macs(pruned, x1)],

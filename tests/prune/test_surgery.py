@@ -21,6 +21,7 @@ from slimtorch.models import MODEL_NAMES, build_model, make_spec
 from slimtorch.profile.trace import trace_model
 from slimtorch.prune.graph import ChannelGraph, trace_channels
 from slimtorch.prune.surgery import (
+    bn_importance,
     keep_by_importance,
     l1_importance,
     prune_channels,
@@ -240,3 +241,16 @@ class HardCoded(nn.Module):
 def test_hard_coded_channel_count_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="hard-code"):
         prune_channels(HardCoded(), torch.zeros(2, 1, 8, 8), ratio=0.5)
+
+
+def test_bn_importance_is_gamma_magnitude_summed_over_the_group() -> None:
+    model = build_model(make_spec("resnet"))
+    with torch.no_grad():
+        model.bn1.weight.copy_(torch.linspace(-1, 1, 16))
+        model.layer1[0].bn2.weight.fill_(0.5)
+    graph = trace_channels(model, torch.zeros(1, 1, 8, 8))
+    scores = bn_importance(model, graph.group("conv1"))
+    torch.testing.assert_close(scores, torch.linspace(-1, 1, 16).abs() + 0.5)
+    lin = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))  # no BN: falls back to L1
+    g = trace_channels(lin, torch.zeros(1, 3)).groups[0]
+    torch.testing.assert_close(bn_importance(lin, g), l1_importance(lin, g))

@@ -35,6 +35,7 @@ from slimtorch.prune.graph import ChannelGraph, ChannelGroup, trace_channels
 
 __all__ = [
     "IMPORTANCE",
+    "bn_importance",
     "build_pruned",
     "channel_sizes",
     "keep_by_importance",
@@ -77,10 +78,23 @@ def l2_importance(model: nn.Module, group: ChannelGroup) -> Tensor:
     return _norm_importance(model, group, 2)
 
 
-IMPORTANCE: dict[str, Importance] = {"l1": l1_importance, "l2": l2_importance}
+def bn_importance(model: nn.Module, group: ChannelGroup) -> Tensor:
+    """|BatchNorm gamma| per channel, summed over the group's BatchNorms (network slimming,
+    Liu et al. 2017); groups without a BatchNorm fall back to :func:`l1_importance`."""
+    scores = torch.zeros(group.size)
+    norms = [model.get_submodule(n) for n in group.modules("tied")]
+    norms = [m for m in norms if isinstance(m, _RESIZABLE[4]) and m.weight is not None]
+    for m in norms:
+        scores += m.weight.detach().abs().float()
+    return scores if norms else l1_importance(model, group)
 
 
-def keep_by_importance(scores: Tensor, ratio: float, min_channels: int = 1, round_to: int = 1):
+IMPORTANCE: dict[str, Importance] = {"l1": l1_importance, "l2": l2_importance, "bn": bn_importance}
+
+
+def keep_by_importance(
+    scores: Tensor, ratio: float, min_channels: int = 1, round_to: int = 1
+) -> Tensor:
     """Indices (ascending) of the channels to keep: the highest scores, ties to the lower index.
 
     Args:
@@ -294,7 +308,8 @@ def prune_channels(
             to keep. Overrides ``ratio`` for those groups.
         ratio: fraction of channels to remove from every prunable group (float) or from the
             named groups (mapping).
-        importance: ``"l1"``, ``"l2"`` or a function ``(model, group) -> scores[group.size]``.
+        importance: ``"l1"``, ``"l2"``, ``"bn"`` (:func:`bn_importance`) or a function
+            ``(model, group) -> scores[group.size]``.
         min_channels: keep at least this many channels per group.
         round_to: round kept counts up to a multiple of this.
         graph: a precomputed :func:`trace_channels` result for ``model``.
@@ -315,7 +330,8 @@ def prune_channels(
     """
     fn = IMPORTANCE.get(importance) if isinstance(importance, str) else importance
     if fn is None:
-        raise ConfigError(f"unknown importance {importance!r}; expected one of l1, l2")
+        names = ", ".join(IMPORTANCE)
+        raise ConfigError(f"unknown importance {importance!r}; expected one of {names}")
     graph = graph or trace_channels(model, example_input)
     keeps = _resolve_keep(graph, model, keep, ratio, fn, min_channels, round_to)
     pruned = copy.deepcopy(model)
