@@ -236,7 +236,7 @@ def _blocked_shape(shape: tuple[int, ...], block: tuple[int, ...]) -> tuple[int,
     return tuple(v for n, b in zip(shape, block, strict=True) for v in (n // b, b))
 
 
-def _to_blocks(x: Tensor, spec: QuantSpec) -> tuple[Tensor, tuple[int, ...]]:
+def to_blocks(x: Tensor, spec: QuantSpec) -> tuple[Tensor, tuple[int, ...]]:
     """``x`` viewed as ``(n0, b0, n1, b1, ...)`` plus the scale shape ``(n0, n1, ...)``."""
     if x.dim() == 0:
         x = x.reshape(1)
@@ -246,7 +246,7 @@ def _to_blocks(x: Tensor, spec: QuantSpec) -> tuple[Tensor, tuple[int, ...]]:
     )
 
 
-def _expand(p: Tensor) -> Tensor:
+def expand_blocks(p: Tensor) -> Tensor:
     """A ``(n0, n1, ...)`` parameter as ``(n0, 1, n1, 1, ...)`` to broadcast over blocks."""
     return p.reshape(tuple(v for n in p.shape for v in (n, 1)))
 
@@ -307,7 +307,7 @@ def choose_qparams(x: Tensor, spec: QuantSpec) -> QParams:
         >>> (choose_qparams(w, QuantSpec(granularity=PerChannel(0))).scale * 127).flatten()
         tensor([2.0000, 0.5000])
     """
-    blocks, scale_shape = _to_blocks(x.detach().float(), spec)
+    blocks, scale_shape = to_blocks(x.detach().float(), spec)
     dims = tuple(range(1, blocks.dim(), 2))
     return qparams_from_range(
         blocks.amin(dim=dims).reshape(scale_shape), blocks.amax(dim=dims).reshape(scale_shape), spec
@@ -322,8 +322,8 @@ def quantize(x: Tensor, qparams: QParams, spec: QuantSpec) -> Tensor:
         >>> quantize(torch.tensor([0.7, -9.0]), choose_qparams(torch.tensor([7.0]), spec), spec)
         tensor([ 1, -8], dtype=torch.int8)
     """
-    blocks, _ = _to_blocks(x.float(), spec)
-    s, z = _expand(qparams.scale.float()), _expand(qparams.zero_point)
+    blocks, _ = to_blocks(x.float(), spec)
+    s, z = expand_blocks(qparams.scale.float()), expand_blocks(qparams.zero_point)
     q = torch.round(blocks / s) + z
     return q.clamp_(spec.q_min, spec.q_max).to(spec.storage_dtype).reshape(x.shape)
 
@@ -337,8 +337,8 @@ def dequantize(q: Tensor, qparams: QParams, spec: QuantSpec) -> Tensor:
         >>> dequantize(torch.tensor([-2, 3], dtype=torch.int8), qp, spec)
         tensor([-1.0000,  1.5000])
     """
-    blocks, _ = _to_blocks(q, spec)
-    s, z = _expand(qparams.scale.float()), _expand(qparams.zero_point)
+    blocks, _ = to_blocks(q, spec)
+    s, z = expand_blocks(qparams.scale.float()), expand_blocks(qparams.zero_point)
     return ((blocks.to(torch.int32) - z).float() * s).reshape(q.shape)
 
 
