@@ -14,7 +14,7 @@ from __future__ import annotations
 from slimtorch.bench import TestSettings, benchmark
 from slimtorch.checkpoint import load_checkpoint, save_checkpoint
 from slimtorch.data import load_data, load_digits, make_loaders
-from slimtorch.distill import DistillConfig, distill
+from slimtorch.distill import DistillConfig, Distiller
 from slimtorch.encode import EncodeConfig, load_compressed, save_compressed
 from slimtorch.models import ModelSpec, build_model, create_model
 from slimtorch.profile import ProfileConfig, profile_model
@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DistillConfig",
+    "Distiller",
     "EncodeConfig",
     "FitConfig",
     "ModelSpec",
@@ -33,7 +34,6 @@ __all__ = [
     "benchmark",
     "build_model",
     "create_model",
-    "distill",
     "evaluate",
     "fit",
     "load_checkpoint",
