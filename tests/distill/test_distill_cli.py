@@ -17,7 +17,7 @@ def test_distill_cli_writes_student_checkpoint(tmp_path: Path, capsys) -> None:
             "--student-arg", "hidden=[16,8]", "--epochs", "1", "--out", str(out), "--quiet",
             "--hint", "fc2.0:fc2.0"]  # fmt: skip
     assert main(argv) == 0
-    model, spec, metrics = load_checkpoint(out)
+    _model, spec, metrics = load_checkpoint(out)
     assert spec.kwargs["hidden"] == [16, 8] and "teacher_test_accuracy" in metrics
     assert metrics["distill"]["hints"] == [["fc2.0", "fc2.0"]]
     assert main(argv) == 2  # refuses to overwrite
