@@ -202,3 +202,22 @@ def test_unknown_scenario_and_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert main(["bench", "nosuchmodel", "--quiet"]) == 2
     assert "nosuchmodel" in capsys.readouterr().err
+
+
+def test_generator_adapter_gets_llm_metrics(tmp_path: Path) -> None:
+    def generate(prompt: str):
+        yield from prompt.split()
+
+    def load(source: str, options: object) -> BenchTarget:
+        return BenchTarget(source, generate, kind="generator", prompts=["a b c", "d e"])
+
+    register_sut_adapter(SUTAdapter("toy-llm", lambda s: s.startswith("llm:"), load))
+    out = tmp_path / "llm.json"
+    try:
+        rc = main(["bench", "llm:x", "--min-queries", "4", "--json", str(out), "--quiet"])
+    finally:
+        unregister_sut_adapter("toy-llm")
+    assert rc == 0
+    (r,) = json.loads(out.read_text())
+    assert r["output_tokens"] == 10  # two passes over prompts of 3 and 2 tokens
+    assert [req["tokens"] for req in r["requests"]].count(3) == 2

@@ -193,8 +193,9 @@ def _division(args: argparse.Namespace) -> object:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from slimtorch.bench.harness import benchmark
+    from slimtorch.bench.harness import benchmark, load_eval_data, load_targets
     from slimtorch.bench.report import compare_markdown, compare_table, format_summary
+    from slimtorch.bench.sut import LoadOptions
 
     settings = settings_from_args(args)
     division = _division(args)
@@ -205,15 +206,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     kwargs = {k: v for k, v in (("norm", args.norm), ("act", args.act)) if v is not None}
+    ev = load_eval_data(args.data, args.split, args.seed)
+    options = LoadOptions(tuple(ev.x.shape[1:]), ev.num_classes, kwargs)
+    targets = load_targets(args.models, options)
+    if all(t.kind == "generator" for t in targets):
+        return _bench_generators(args, targets)
     records = benchmark(
-        args.models,
+        targets,
         settings,
-        data=args.data,
-        split=args.split,
+        data=ev,
         division=division,
         find_peak=not args.no_peak_search,
         baseline=args.baseline,
-        model_kwargs=kwargs,
         progress=not args.quiet,
     )
     if not args.quiet:
@@ -239,3 +243,32 @@ def _write_outputs(args: argparse.Namespace, records: list, compare_markdown: ob
         plot_latency_cdf(records, args.plot)
     if args.markdown:
         atomic_write_text(args.markdown, compare_markdown(records, args.baseline))
+
+
+def _bench_generators(args: argparse.Namespace, targets: list) -> int:
+    """Token generators (from an LLM adapter): TTFT, TPOT and tokens/s."""
+    import json
+
+    from slimtorch.bench.harness import benchmark_llm
+    from slimtorch.bench.llm import LLMSettings, llm_markdown
+    from slimtorch.io import atomic_write_text
+
+    if args.scenario == "multistream":
+        raise ConfigError("--scenario multistream: not defined for token generators")
+    settings = LLMSettings(
+        scenario=args.scenario,
+        min_query_count=args.min_queries or LLMSettings.min_query_count,
+        min_duration_s=args.min_duration or 0.0,
+        server_target_qps=args.target_qps,
+        seed=args.seed,
+    )
+    results = benchmark_llm(targets, settings, progress=not args.quiet)
+    table = llm_markdown(results, args.baseline)
+    if not args.quiet:
+        print(table)
+    if args.json:
+        payload = [r.to_dict() for r in results]
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    if args.markdown:
+        atomic_write_text(args.markdown, table + "\n")
+    return 0

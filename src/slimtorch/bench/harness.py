@@ -73,8 +73,15 @@ def _judge(records: list[BenchRecord], division: DivisionConfig, baseline: int) 
     ]
 
 
+def load_targets(
+    sources: Sequence[str | BenchTarget], options: LoadOptions | None = None
+) -> list[BenchTarget]:
+    """Load each source with its adapter (``BenchTarget`` objects pass through)."""
+    return [s if isinstance(s, BenchTarget) else load_target(s, options) for s in sources]
+
+
 def benchmark(
-    sources: Sequence[str],
+    sources: Sequence[str | BenchTarget],
     settings: TestSettings,
     *,
     data: str | EvalData = "digits",
@@ -90,7 +97,8 @@ def benchmark(
     """Benchmark classifiers side by side (what ``slimtorch bench`` runs).
 
     Args:
-        sources: models (zoo names, checkpoint folders, factories, or registered adapters').
+        sources: models (zoo names, checkpoint folders, factories, sources registered
+            adapters understand, or already loaded ``BenchTarget`` objects).
         settings: the scenario and its settings.
         data: data source or already loaded ``EvalData``; performance and accuracy runs use
             its ``split``.
@@ -112,7 +120,7 @@ def benchmark(
         raise ConfigError(f"--baseline: expected 0..{len(sources) - 1}, got {baseline}")
     ev = data if isinstance(data, EvalData) else load_eval_data(data, split, settings.seed)
     options = LoadOptions(tuple(ev.x.shape[1:]), ev.num_classes, dict(model_kwargs or {}))
-    targets = [load_target(s, options) for s in sources]
+    targets = load_targets(sources, options)
     _check_classifiers(targets)
     qsl, records = TensorSamples(ev.x), []
     with _progress(progress, len(targets)) as advance:
@@ -136,7 +144,7 @@ def _check_classifiers(targets: Sequence[BenchTarget]) -> None:
 
 
 def benchmark_llm(
-    sources: Sequence[str], settings: LLMSettings, *, progress: bool = True
+    sources: Sequence[str | BenchTarget], settings: LLMSettings, *, progress: bool = True
 ) -> list[LLMResult]:
     """TTFT, TPOT and tokens/s of generator targets (from adapters that yield ``generator``).
 
@@ -148,7 +156,7 @@ def benchmark_llm(
     Returns:
         One ``LLMResult`` per source.
     """
-    targets = [load_target(s) for s in sources]
+    targets = load_targets(sources)
     bad = [t.label for t in targets if t.kind != "generator" or not t.prompts]
     if bad:
         raise ConfigError(f"{', '.join(bad)}: not a token generator with prompts")

@@ -213,3 +213,30 @@ def _llm_result(
         valid=not reasons,
         reasons=tuple(reasons),
     )
+
+
+def llm_markdown(results: Sequence[LLMResult], baseline: int = 0) -> str:
+    """TTFT / TPOT percentiles and tokens/s side by side; speedup in tokens/s over the baseline.
+
+    Example:
+        >>> from slimtorch.bench.clock import VirtualClock
+        >>> c = VirtualClock()
+        >>> def gen(p):
+        ...     c.advance(0.1); yield 0; c.advance(0.1); yield 1
+        >>> print(llm_markdown([run_llm(gen, [0], LLMSettings(), clock=c, label="toy")]))
+        | model | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | tokens/s | result | speedup |
+        |---|---:|---:|---:|---:|---:|---:|---:|
+        | toy | 100.0 ms | 100.0 ms | 100.0 ms | 100.0 ms | 10.0 | VALID | 1.00x |
+    """
+    if not results or not 0 <= baseline < len(results):
+        raise ConfigError(f"llm_markdown: baseline {baseline} out of range for {len(results)}")
+    base = results[baseline].tokens_per_s
+    head = ["model", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "tokens/s", "result"]
+    lines = ["| " + " | ".join([*head, "speedup"]) + " |", "|---" + "|---:" * len(head) + "|"]
+    for r in results:
+        tpot = r.tpot.percentiles if r.tpot else {50.0: math.nan, 99.0: math.nan}
+        cells = [r.label, *(f"{v * 1e3:.1f} ms" for v in (r.ttft.percentiles[50.0],
+                 r.ttft.percentiles[99.0], tpot[50.0], tpot[99.0]))]  # fmt: skip
+        cells += [f"{r.tokens_per_s:,.1f}", "VALID" if r.valid else "INVALID"]
+        lines.append("| " + " | ".join([*cells, f"{r.tokens_per_s / base:.2f}x"]) + " |")
+    return "\n".join(lines)
