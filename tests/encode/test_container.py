@@ -186,3 +186,25 @@ def test_codec_that_does_not_rebuild_the_weight_is_refused(tmp_path: Path) -> No
 def test_from_quantized_refuses_values_outside_codebook() -> None:
     with pytest.raises(ConfigError, match="not in the codebook"):
         from_quantized(torch.tensor([0.5, 0.3]), torch.tensor([0.5]))
+
+
+def test_long_codes_use_byte_length_tables(tmp_path: Path) -> None:
+    spec = make_spec("lenet300")
+    model = build_model(spec)
+    w = model.state_dict()["fc1.0.weight"]  # 19,200 entries
+    fib = [1, 1]
+    while len(fib) < 20:
+        fib.append(fib[-1] + fib[-2])  # Fibonacci counts: code lengths up to 19
+    idx = torch.repeat_interleave(torch.arange(20), torch.tensor(fib))[: w.numel()]
+    idx = torch.cat([idx, torch.full((w.numel() - idx.numel(),), 19)])
+    book = torch.linspace(-1, 1, 20)
+    with torch.no_grad():
+        w.copy_(book[idx].reshape(w.shape))
+    codec = CodebookWeight(tuple(w.shape), book, idx)
+    path = tmp_path / "m.slim"
+    save_compressed(path, model, spec, {"fc1.0.weight": codec},
+                    config=EncodeConfig(max_code_length=24))  # fmt: skip
+    file = read_compressed(path)
+    (entry,) = [e for e in file.header["tensors"] if e["name"] == "fc1.0.weight"]
+    assert entry["streams"][1]["lbits"] == 8
+    assert torch.equal(file.tensors["fc1.0.weight"], w)
