@@ -8,7 +8,7 @@
   2022): for a row ``w`` of a layer with input columns ``X`` the loss ``||w X - w' X||^2`` has
   Hessian ``H = 2 X X^T / n``; removing weight ``q`` costs ``w_q^2 / (2 [H^-1]_qq)`` and the
   other weights move by ``-w_q / [H^-1]_qq * H^-1[:, q]``. :func:`obs_prune` removes weights
-  greedily, row by row, choosing how many per row by a global ordering of the costs.
+  greedily, row by row, the same number per row.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from slimtorch.errors import ConfigError
-from slimtorch.prune.masks import keep_top
+from slimtorch.prune.masks import num_pruned
 from slimtorch.prune.obs import Batches, InputGram, first_batches, forward_hooks, run_batches
 
 OBS_DAMP = 0.01  # dampening, as a fraction of the mean Hessian diagonal (GPTQ/OBC's percdamp)
@@ -119,43 +119,38 @@ def damped_inverse(hessian: Tensor, damp: float = OBS_DAMP) -> Tensor:
     return torch.linalg.inv(h)
 
 
-def _obs_steps(w: Tensor, hinv: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Greedy OBS on every row at once: row ``r`` removes ``counts[r]`` weights.
+def obs_prune_row(w: Tensor, hinv: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """Greedy OBS on one row: remove ``count`` weights, compensating with the others.
 
     Args:
-        w: ``[R, d]`` float64 rows.
-        hinv: ``[d, d]`` inverse Hessian shared by all rows.
-        counts: ``[R]`` removals per row.
+        w: ``[d]`` float64 row.
+        hinv: ``[d, d]`` inverse Hessian (copied, not changed).
+        count: weights to remove.
 
     Returns:
-        (updated rows ``[R, d]``, kept mask ``[R, d]``, cost of each step ``[R, d]``).
+        (updated row ``[d]`` with zeros where removed, kept mask ``[d]``).
     """
-    rows, d = w.shape
-    w, hi = w.clone(), hinv.expand(rows, d, d).clone()  # [R, d], [R, d, d]
-    kept = torch.ones(rows, d, dtype=torch.bool)
-    costs = torch.zeros(rows, d, dtype=w.dtype)
-    for step in range(int(counts.max()) if rows else 0):
-        active = counts > step  # [R]
-        diag = torch.diagonal(hi, dim1=1, dim2=2)  # [R, d]
-        cost = torch.where(kept, w**2 / (2 * diag), torch.inf)  # [R, d]
-        q = cost.argmin(dim=1)  # [R]; ties -> lowest index
-        r = torch.arange(rows)
-        costs[:, step] = cost[r, q]
-        col = hi[r, :, q]  # [R, d]
-        update = (w[r, q] / diag[r, q]).unsqueeze(1) * col  # [R, d]
-        w = torch.where(active.unsqueeze(1), w - update, w)
-        w[r[active], q[active]] = 0.0
-        kept[r[active], q[active]] = False
-        w = torch.where(kept, w, 0.0)  # removed weights stay exactly zero
-        outer = col.unsqueeze(2) * hi[r, q, :].unsqueeze(1) / diag[r, q].view(-1, 1, 1)
-        hi = torch.where(active.view(-1, 1, 1), hi - outer, hi)
-    return w, kept, costs
+    w, hi = w.clone(), hinv.clone()
+    kept = torch.ones(w.shape[0], dtype=torch.bool)
+    for _ in range(count):
+        diag = torch.diagonal(hi)
+        cost = torch.where(kept, w**2 / (2 * diag), torch.inf)  # loss increase per removal
+        q = int(cost.argmin())  # ties -> lowest index
+        col = hi[:, q].clone()  # [d]
+        w.sub_(col * (w[q] / diag[q]))
+        kept[q] = False
+        w[~kept] = 0.0  # removed weights stay exactly zero
+        hi.sub_(torch.outer(col, col) / col[q])  # H^-1 of the remaining weights (Schur)
+    return w, kept
 
 
 def obs_prune(
     weight: Tensor, hessian: Tensor, sparsity: float, damp: float = OBS_DAMP
 ) -> tuple[Tensor, Tensor]:
     """Remove ``sparsity`` of a layer's weights with OBS and compensate with the others.
+
+    Every row loses the same number of weights (``num_pruned(R * d, sparsity)`` spread evenly,
+    the first rows taking the remainder), so the layer's sparsity is exact.
 
     Args:
         weight: ``[R, d]`` (rows are output units; reshape a conv weight to ``[out, -1]``).
@@ -177,11 +172,17 @@ def obs_prune(
     if d > OBS_MAX_INPUTS:
         raise ConfigError(f"OBS: {d} inputs per row exceeds the limit {OBS_MAX_INPUTS}")
     hinv = damped_inverse(hessian, damp)
-    w = weight.detach().double()
-    _, _, costs = _obs_steps(w, hinv, torch.full((rows,), d))
-    monotone = costs.cummax(dim=1).values  # removals within a row are taken as a prefix
-    removed = ~keep_top(monotone, sparsity)  # the globally cheapest removals
-    new_w, kept, _ = _obs_steps(w, hinv, removed.sum(dim=1))
+    total = num_pruned(rows * d, sparsity)
+    new_w = torch.zeros(rows, d, dtype=torch.float64)
+    kept = torch.ones(rows, d, dtype=torch.bool)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny per-step ops: threading overhead dominates (10x slower)
+    try:
+        for r in range(rows):
+            count = total // rows + (1 if r < total % rows else 0)
+            new_w[r], kept[r] = obs_prune_row(weight[r].detach().double(), hinv, count)
+    finally:
+        torch.set_num_threads(threads)
     return new_w.to(weight.dtype), kept
 
 
