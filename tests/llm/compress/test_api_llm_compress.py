@@ -20,6 +20,7 @@ from slimtorch.llm.compress import (
 )
 from slimtorch.llm.compress.arch import LLAMA, linear
 from slimtorch.llm.compress.calibrate import calibration_windows, capture_block_inputs, iter_blocks
+from slimtorch.llm.compress.rtn import fake_quantize
 
 ALL = [
     RTNConfig(4, 16),
@@ -89,7 +90,14 @@ def test_errors_are_one_line_config_errors():
         WandaConfig(nm=(4, 4))
     with pytest.raises(ConfigError, match="calibration"):
         compress_model(tiny_llama(), AWQConfig())
-    with pytest.raises(ConfigError, match="group_size: 48"):
-        compress_model(tiny_llama(), RTNConfig(4, 48))
     with pytest.raises(DataError, match="fewer than one window"):
         calibration_windows([1, 2, 3], 4, 8)
+
+
+def test_short_last_group_is_quantized_on_its_own():
+    """576 columns in groups of 128 (SmolLM2): the last group has 64 columns."""
+    w = torch.randn(4, 576, generator=torch.Generator().manual_seed(0))
+    q = fake_quantize(w, 3, 128)
+    pieces = [fake_quantize(w[:, i : i + 128], 3, None) for i in range(0, 576, 128)]
+    torch.testing.assert_close(q, torch.cat(pieces, dim=1))
+    assert RTNConfig(4, 128).bits_per_weight(576) == 4 + 32 * 5 / 576

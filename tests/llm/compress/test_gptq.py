@@ -62,7 +62,8 @@ def _problem(seed, tokens=256, cols=32, rows=6):
 
 
 @pytest.mark.parametrize(
-    ("group_size", "act_order"), [(8, False), (None, False), (8, True), (None, True)]
+    ("group_size", "act_order"),
+    [(8, False), (None, False), (8, True), (None, True), (12, False), (12, True)],
 )
 def test_gptq_matches_slow_reference(group_size, act_order):
     _, w, h = _problem(0)

@@ -33,7 +33,7 @@ from torch import nn
 from slimtorch.llm.compress.arch import ArchSpec, ScaleGroup, linear
 from slimtorch.llm.compress.calibrate import BlockInputs, observe_inputs, record_calls
 from slimtorch.llm.compress.config import AWQConfig
-from slimtorch.llm.compress.rtn import fake_quantize, grouped, rtn_quantize
+from slimtorch.llm.compress.rtn import fake_quantize, grouped, rtn_quantize, ungrouped
 
 MIN_SCALE = 1e-4  # llm-awq clamps s_X^alpha from below before normalising
 CLIP_ROW_BATCH = 64  # output rows searched at once (bounds the search's memory)
@@ -134,7 +134,8 @@ def search_clip(w: torch.Tensor, x: torch.Tensor, config: AWQConfig) -> torch.Te
         ``max_val`` of shape ``(out, groups, 1)``.
     """
     c = config
-    xg = grouped(x, c.group_size)  # (n, g, gs)
+    pad = -x.shape[1] % (c.group_size or x.shape[1])
+    xg = grouped(torch.nn.functional.pad(x, (0, pad)), c.group_size)  # (n, g, gs), zero pad
     best_max = []
     for wb in grouped(w, c.group_size).split(CLIP_ROW_BATCH):  # (b, g, gs)
         ref = torch.einsum("ngs,bgs->bgn", xg, wb)
@@ -162,7 +163,7 @@ def clip_weight(w: torch.Tensor, max_val: torch.Tensor, group_size: int | None) 
         tensor([[ 1., -1.]])
     """
     wg = grouped(w, group_size)
-    return torch.minimum(torch.maximum(wg, -max_val), max_val).reshape(w.shape)
+    return ungrouped(torch.minimum(torch.maximum(wg, -max_val), max_val), w.shape[1])
 
 
 def awq_quantize_layer(w: torch.Tensor, x: torch.Tensor, config: AWQConfig) -> torch.Tensor:

@@ -53,8 +53,8 @@ def _check_sparsity(sparsity: float, nm: tuple[int, int] | None) -> None:
 
 
 def _overhead_bits(group_size: int | None, in_features: int) -> float:
-    per = group_size if group_size is not None else in_features
-    return 2 * SCALE_BITS / per
+    groups = 1 if group_size is None else -(-in_features // group_size)  # last may be short
+    return 2 * SCALE_BITS * groups / in_features
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,8 @@ class KMeansConfig:
 
     def bits_per_weight(self, in_features: int = 4096) -> float:
         """Index bits plus an fp16 codebook per row or group."""
-        per = self.group_size if self.group_size is not None else in_features
-        return self.bits + (2**self.bits) * SCALE_BITS / per
+        groups = 1 if self.group_size is None else -(-in_features // self.group_size)
+        return self.bits + (2**self.bits) * SCALE_BITS * groups / in_features
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ and reaches the same fixed point: the tests check it against ``kmeans_1d``).
 
 Example:
     >>> import torch
-    >>> w = torch.tensor([[0.0, 0.1, 5.0, 5.1]])
+    >>> w = torch.tensor([[0.0, 1.1, 1.9, 3.0]])
     >>> kmeans_quantize(w, KMeansConfig(bits=2, iters=5)).tolist() == w.tolist()
     True
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from slimtorch.llm.compress.config import KMeansConfig
-from slimtorch.llm.compress.rtn import grouped
+from slimtorch.llm.compress.rtn import grouped, ungrouped
 
 
 def _assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -73,4 +73,4 @@ def kmeans_quantize(w: torch.Tensor, config: KMeansConfig) -> torch.Tensor:
     wg = grouped(w, config.group_size)
     flat = wg.reshape(-1, wg.shape[-1])
     centroids, assign = kmeans_rows(flat, 2**config.bits, config.iters)
-    return torch.gather(centroids, 1, assign).reshape(w.shape)
+    return ungrouped(torch.gather(centroids, 1, assign).reshape(wg.shape), w.shape[1])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-from slimtorch.errors import ConfigError
 from slimtorch.llm.compress.config import RTNConfig
 
 SCALE_EPS = 1e-8  # smallest step, so constant groups do not divide by zero
@@ -26,22 +25,39 @@ SCALE_EPS = 1e-8  # smallest step, so constant groups do not divide by zero
 def grouped(w: torch.Tensor, group_size: int | None) -> torch.Tensor:
     """View ``(out, in)`` as ``(out, n_groups, group_size)``.
 
+    When ``group_size`` does not divide ``in`` (SmolLM2's 576 columns in groups of 128), the
+    last group is short: it is padded by repeating the row's last weight, which changes no
+    group's minimum or maximum; ``ungrouped`` drops the padding again.
+
     Args:
         w: a 2-D weight.
         group_size: columns per group, or None for the whole row.
 
     Returns:
-        The grouped view (no copy).
+        The grouped tensor (a view when no padding is needed).
 
     Example:
         >>> grouped(torch.zeros(3, 8), 4).shape
         torch.Size([3, 2, 4])
+        >>> grouped(torch.arange(3.0)[None], 2).tolist()
+        [[[0.0, 1.0], [2.0, 2.0]]]
     """
     out_f, in_f = w.shape
     gs = in_f if group_size is None else group_size
-    if in_f % gs:
-        raise ConfigError(f"group_size: {gs} does not divide the layer's {in_f} input columns")
-    return w.reshape(out_f, in_f // gs, gs)
+    pad = -in_f % gs
+    if pad:
+        w = torch.cat([w, w[:, -1:].expand(out_f, pad)], dim=1)
+    return w.reshape(out_f, -1, gs)
+
+
+def ungrouped(wg: torch.Tensor, in_features: int) -> torch.Tensor:
+    """Back to ``(out, in_features)`` from ``grouped``'s layout, padding dropped.
+
+    Example:
+        >>> ungrouped(grouped(torch.arange(3.0)[None], 2), 3).tolist()
+        [[0.0, 1.0, 2.0]]
+    """
+    return wg.reshape(wg.shape[0], -1)[:, :in_features]
 
 
 def qparams(
@@ -129,7 +145,7 @@ def fake_quantize(
     wg = grouped(w, group_size)
     scale, minimum = qparams(wg, bits, symmetric)
     q = quantize_codes(wg, scale, minimum, bits, symmetric)
-    return dequantize_codes(q, scale, minimum).reshape(w.shape)
+    return ungrouped(dequantize_codes(q, scale, minimum), w.shape[1])
 
 
 def rtn_quantize(w: torch.Tensor, config: RTNConfig) -> torch.Tensor:
