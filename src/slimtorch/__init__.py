@@ -18,6 +18,7 @@ from slimtorch.distill import DistillConfig, Distiller
 from slimtorch.encode import EncodeConfig, load_compressed, save_compressed
 from slimtorch.models import ModelSpec, build_model, create_model
 from slimtorch.profile import ProfileConfig, profile_model
+from slimtorch.prune import PruneConfig, prune_model
 from slimtorch.resolve import resolve_model
 from slimtorch.train import FitConfig, evaluate, fit
 
@@ -30,6 +31,7 @@ __all__ = [
     "FitConfig",
     "ModelSpec",
     "ProfileConfig",
+    "PruneConfig",
     "TestSettings",
     "benchmark",
     "build_model",
@@ -42,6 +44,7 @@ __all__ = [
     "load_digits",
     "make_loaders",
     "profile_model",
+    "prune_model",
     "resolve_model",
     "save_checkpoint",
     "save_compressed",

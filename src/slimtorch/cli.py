@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.encode.cli",
     "slimtorch.distill.cli",
     "slimtorch.llm.cli",
+    "slimtorch.prune.cli",
 )
 EXIT_INTERRUPTED = 130
 

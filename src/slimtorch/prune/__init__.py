@@ -8,6 +8,9 @@ Pure mask functions live in :mod:`slimtorch.prune.masks`; importance criteria in
 
 from __future__ import annotations
 
+from slimtorch.prune.apply import MaskKeeper, apply_masks, make_permanent
+from slimtorch.prune.config import PruneConfig
+from slimtorch.prune.engine import PruneResult, prune_model
 from slimtorch.prune.graph import ChannelGraph, ChannelGroup, trace_channels
 from slimtorch.prune.masks import (
     NM,
@@ -33,15 +36,21 @@ __all__ = [
     "Element",
     "Granularity",
     "Kernel",
+    "MaskKeeper",
+    "PruneConfig",
+    "PruneResult",
     "SparseConv2d",
     "SparseLinear",
     "Vector",
+    "apply_masks",
     "global_masks",
     "granular_mask",
     "keep_top",
+    "make_permanent",
     "nm_mask",
     "parse_granularity",
     "prune_channels",
+    "prune_model",
     "pruned_spec",
     "to_sparse",
     "trace_channels",

@@ -134,3 +134,55 @@ def plot_sensitivity(curves: Curves, path: str | Path, baseline: float | None = 
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def scan_and_propose(
+    model: nn.Module,
+    config: object,
+    train: object,
+    val: object,
+    ratios: Sequence[float],
+    target: str,
+    fraction: float,
+    progress: bool = False,
+) -> dict:
+    """Scan every layer ``config`` selects with its granularity and criterion, then propose
+    ratios that remove ``fraction`` of the model's parameters (``target="params"``) or MACs
+    (``"macs"``).
+
+    Returns:
+        ``{"baseline", "curves", "sizes", "total", "target", "fraction", "proposal"}``.
+    """
+    from slimtorch.profile.trace import trace_model
+    from slimtorch.prune.engine import compute_masks, select_layers
+    from slimtorch.prune.obs import first_batches
+    from slimtorch.train import evaluate
+
+    calib = list(first_batches(train, config.calib_batches))
+    example = calib[0][0][:1]
+    layers = select_layers(model, config, example)
+    trace = trace_model(model, example)
+    if target == "macs":
+        counts = {lc.name: lc.macs for lc in trace.layers}
+        sizes, total = {n: counts.get(n, 0) for n in layers}, trace.total_macs
+    else:
+        sizes, total = {n: m.weight.numel() for n, m in layers.items()}, trace.total_params
+
+    def mask_fn(name: str, ratio: float) -> dict[str, Tensor]:
+        return compute_masks(model, {name: layers[name]}, {name: ratio}, config, calib)
+
+    def score(m: nn.Module) -> float:
+        return evaluate(m, val).accuracy
+
+    say = print if progress else None
+    curves = sensitivity_scan(model, list(layers), ratios, mask_fn, score, say)
+    proposal = propose_ratios(curves, sizes, total, fraction)
+    return {
+        "baseline": score(model),
+        "curves": curves,
+        "sizes": sizes,
+        "total": total,
+        "target": target,
+        "fraction": fraction,
+        "proposal": proposal,
+    }

@@ -1,0 +1,184 @@
+"""``slimtorch prune``: the CLI shell around :func:`slimtorch.prune.engine.prune_model`.
+
+Every option maps to a :class:`~slimtorch.prune.config.PruneConfig` field of the same name.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from slimtorch.errors import ConfigError
+
+DEFAULT_RATIOS = "0.25,0.5,0.7,0.8,0.9,0.95"
+
+
+def _layer_override(text: str) -> tuple[str, float]:
+    name, sep, value = text.rpartition("=")
+    try:
+        return name, float(value) if sep and name else float("x")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME_OR_REGEX=SPARSITY, got {text!r}") from None
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ratios, got {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``prune`` subcommand to ``sub``."""
+    p = sub.add_parser(
+        "prune",
+        help="prune a checkpoint (masks, criteria, schedules, sensitivity) and fine-tune it",
+        description="Prune a trained checkpoint, fine-tune with the masks kept, and write the "
+        "pruned checkpoint (zeros baked in) plus prune_report.json to --out.",
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder (or its model.json)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--granularity",
+        default="element",
+        help="element, N:M (e.g. 2:4, along the input dim), vector[:AXIS], kernel, "
+        "channel (= filter) or input-channel (default element)",
+    )
+    p.add_argument(
+        "--criterion",
+        default="l1",
+        help="l1, l2, linf, random, bn_gamma, apoz, taylor, obd_fisher, obd_hutchinson, obs, "
+        "regression_lasso, regression_greedy (default l1)",
+    )
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=0.5,
+        help="fraction of each layer's groups to remove, in [0, 1); with --sensitivity, the "
+        "overall fraction of parameters (or MACs, --target macs) to remove (default 0.5)",
+    )
+    p.add_argument(
+        "--allocation", default="uniform", help="uniform or global threshold (default uniform)"
+    )
+    p.add_argument(
+        "--layer",
+        action="append",
+        type=_layer_override,
+        default=[],
+        metavar="NAME=S",
+        help="per-layer sparsity by qualified name or regex (repeatable)",
+    )
+    p.add_argument(
+        "--exclude", action="append", default=[], metavar="REGEX", help="never prune these layers"
+    )
+    p.add_argument(
+        "--schedule", default="oneshot", help="oneshot, iterative or gradual (default oneshot)"
+    )
+    p.add_argument(
+        "--iterations", type=int, default=3, help="iterative/gradual prune steps (default 3)"
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="fine-tuning epochs (per round when iterative; total when gradual) (default 0)",
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (Adam)")
+    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches (default 8)")
+    p.add_argument("--data", default=None, help="data (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the checkpoint's)")
+    p.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="scan each layer alone at --ratios, plot sensitivity.png, and prune with the "
+        "per-layer ratios that reach --sparsity overall with the least predicted loss",
+    )
+    p.add_argument("--ratios", type=_ratios, default=_ratios(DEFAULT_RATIOS), help="ratios to scan")
+    p.add_argument(
+        "--target",
+        choices=("params", "macs"),
+        default="params",
+        help="with --sensitivity: --sparsity counts parameters or MACs (default params)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace, seed: int) -> Any:
+    """The ``PruneConfig`` the options describe."""
+    from slimtorch.prune.config import PruneConfig
+
+    return PruneConfig(
+        granularity=args.granularity,
+        criterion=args.criterion,
+        sparsity=0.0 if args.sensitivity else args.sparsity,
+        allocation=args.allocation,
+        layers=dict(args.layer),
+        exclude=tuple(args.exclude),
+        schedule=args.schedule,
+        iterations=args.iterations,
+        finetune_epochs=args.finetune_epochs,
+        lr=args.lr,
+        calib_batches=args.calib_batches,
+        seed=seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``slimtorch prune``."""
+    from rich.console import Console
+
+    from slimtorch.checkpoint import load_checkpoint, save_checkpoint
+    from slimtorch.data import load_data, make_loaders
+    from slimtorch.prune.engine import prune_model
+    from slimtorch.prune.report import report_table, write_report_json
+
+    _check_out(args.out, args.overwrite)
+    model, spec, metrics = load_checkpoint(args.checkpoint)
+    data = args.data or str(metrics.get("data", "digits"))
+    seed = args.seed if args.seed is not None else int(metrics.get("seed", 0))
+    config = config_from_args(args, seed)
+    splits = load_data(data, seed=seed)
+    train, val, test = make_loaders(splits, args.batch_size, seed=seed)
+    sparsities = None
+    if args.sensitivity:
+        sparsities = _sensitivity(model, config, args, train, val)
+    result = prune_model(model, config, train, val, test, not args.quiet, sparsities)
+    report = result.report
+    summary = {"data": data, "seed": seed, "pruned_from": str(args.checkpoint)}
+    summary.update(test_accuracy=report.accuracy_finetuned or report.accuracy_pruned)
+    summary.update(sparsity=report.sparsity, prune_config=config.to_dict())
+    save_checkpoint(args.out, model, spec, summary, overwrite=args.overwrite)
+    write_report_json(report, Path(args.out) / "prune_report.json")
+    if not args.quiet:
+        Console(width=120).print(report_table(report))
+    print(f"pruned checkpoint {args.out} (sparsity {report.sparsity:.1%})")
+    return 0
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if (out / "model.json").exists() and not overwrite:
+        raise ConfigError(f"--out {out}: already holds a checkpoint; pass --overwrite")
+
+
+def _sensitivity(model, config, args, train, val) -> dict[str, float]:
+    """Scan, plot, propose; writes sensitivity.json and sensitivity.png to --out."""
+    import json
+
+    from slimtorch.io import atomic_write_text
+    from slimtorch.prune.sensitivity import plot_sensitivity, scan_and_propose
+
+    if val is None:
+        raise ConfigError("--sensitivity needs a validation split to score the scan")
+    result = scan_and_propose(
+        model, config, train, val, args.ratios, args.target, args.sparsity, not args.quiet
+    )
+    out = Path(args.out)
+    plot_sensitivity(result["curves"], out / "sensitivity.png", result["baseline"])
+    atomic_write_text(out / "sensitivity.json", json.dumps(result, indent=2) + "\n")
+    return result["proposal"]
