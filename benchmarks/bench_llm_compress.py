@@ -109,7 +109,16 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args)))
         return
-    rows = []
+    out_path = Path(args.out)
+    runs = json.loads(out_path.read_text())["runs"] if out_path.exists() else []
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "text": args.text,
+        "calib": args.calib,
+        "n_samples": args.n_samples,
+        "seq_len": args.seq_len,
+        "rows": [],
+    }
     for spec in args.methods:
         cmd = [
             sys.executable,
@@ -134,31 +143,22 @@ def main() -> None:
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["process_s"] = time.perf_counter() - t0
-        rows.append(row)
+        result["rows"].append(row)
+        rows = result["rows"]
         base = rows[0]["perplexity"] if rows[0]["method"] == "fp32" else float("nan")
         print(
             f"{spec:18s} ppl {row['perplexity']:8.3f} (x{row['perplexity'] / base:.3f} fp32)  "
             f"compress {row.get('wall_s', 0):7.1f} s  peak {row.get('peak_rss_mb', 0):7.0f} MiB",
             flush=True,
         )
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "text": args.text,
-        "calib": args.calib,
-        "n_samples": args.n_samples,
-        "seq_len": args.seq_len,
-        "rows": rows,
-    }
-    out_path = Path(args.out)
-    if out_path.exists():
-        previous = json.loads(out_path.read_text())
-        runs = previous.get("runs", [previous]) if isinstance(previous, dict) else previous
-    else:
-        runs = []
+        _write(out_path, [*runs, result])  # after every method: a cut-short run keeps its rows
+
+
+def _write(path: Path, runs: list) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from slimtorch.io import atomic_write_text
 
-    atomic_write_text(out_path, json.dumps({"runs": [*runs, result]}, indent=1))
+    atomic_write_text(path, json.dumps({"runs": runs}, indent=1))
 
 
 if __name__ == "__main__":
