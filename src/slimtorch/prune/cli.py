@@ -15,11 +15,14 @@ DEFAULT_RATIOS = "0.25,0.5,0.7,0.8,0.9,0.95"
 
 
 def _layer_override(text: str) -> tuple[str, float]:
-    name, sep, value = text.rpartition("=")
+    name, _, value = text.rpartition("=")
     try:
-        return name, float(value) if sep and name else float("x")
+        ratio = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME_OR_REGEX=SPARSITY, got {text!r}") from None
+        ratio = None
+    if not name or ratio is None:
+        raise argparse.ArgumentTypeError(f"expected NAME_OR_REGEX=SPARSITY, got {text!r}")
+    return name, ratio
 
 
 def _ratios(text: str) -> tuple[float, ...]:

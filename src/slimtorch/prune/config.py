@@ -41,7 +41,8 @@ class PruneConfig:
         criterion: one of ``CRITERIA``.
         sparsity: the target fraction of each pruned layer's groups, in [0, 1) (ignored for N:M).
         allocation: ``uniform`` (every layer at ``sparsity``) or ``global`` (one threshold
-            across layers on the groups' mean score).
+            across layers on the groups' mean score, removing ``sparsity`` of all groups;
+            per-layer overrides do not apply).
         layers: per-layer sparsity overrides, qualified name or regex (full match) -> sparsity.
         exclude: regexes (full match) of layers never pruned.
         schedule: ``oneshot``, ``iterative`` (prune, fine-tune, repeat) or ``gradual`` (Zhu &

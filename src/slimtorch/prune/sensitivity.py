@@ -63,7 +63,11 @@ def sensitivity_scan(
 
 
 def propose_ratios(
-    curves: Curves, sizes: dict[str, int], total: int, target: float
+    curves: Curves,
+    sizes: dict[str, int],
+    total: int,
+    target: float,
+    baseline: float | None = None,
 ) -> dict[str, float]:
     """Per-layer ratios removing at least ``target * total`` units with the least summed drop.
 
@@ -72,6 +76,7 @@ def propose_ratios(
         sizes: layer -> its parameters (or MACs); a ratio ``r`` removes ``r * size``.
         total: the whole model's parameters (or MACs), including layers not scanned.
         target: fraction of ``total`` to remove, in [0, 1).
+        baseline: the unpruned accuracy (default: the best accuracy in ``curves``).
 
     Returns:
         layer -> ratio.
@@ -87,7 +92,8 @@ def propose_ratios(
     if not 0 <= target < 1:
         raise ConfigError(f"target must be in [0, 1), got {target}")
     layers = list(curves)
-    base = max((acc for pts in curves.values() for _, acc in pts), default=0.0)
+    best_seen = max((acc for pts in curves.values() for _, acc in pts), default=0.0)
+    base = best_seen if baseline is None else baseline
     options = {n: [(0.0, 0.0)] + [(r, max(0.0, base - a)) for r, a in curves[n]] for n in layers}
     unit = total / DP_BUCKETS
     need = math.ceil(target * DP_BUCKETS - 1e-9)
@@ -176,9 +182,10 @@ def scan_and_propose(
 
     say = print if progress else None
     curves = sensitivity_scan(model, list(layers), ratios, mask_fn, score, say)
-    proposal = propose_ratios(curves, sizes, total, fraction)
+    baseline = score(model)
+    proposal = propose_ratios(curves, sizes, total, fraction, baseline)
     return {
-        "baseline": score(model),
+        "baseline": baseline,
         "curves": curves,
         "sizes": sizes,
         "total": total,
