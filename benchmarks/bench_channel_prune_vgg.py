@@ -3,11 +3,13 @@
 Trains a VGG-style net (default cfg ``32,32,M,64,64,M`` on digits resized to 16x16: twice
 the channels of the zoo's ``tiny`` cfg, because small channel counts lose efficiency
 (KERNELS.md) and the tiny cfg at 32x32 reached only 1.28x, see BENCHMARKS.md), removes
-channels with ``prune_channels`` (uniform ratio over every prunable group, L1 filter
-importance, kept counts rounded up to multiples of 8; the ratio is bisected until the traced
-MACs are at most half), fine-tunes, and measures CPU latency at batch 64 of the unpruned and
-pruned models in the same run (``measure_latency``, rounds of the two interleaved, median of
-all timed runs).
+channels with ``prune_channels`` (L1 filter importance, kept counts rounded up to multiples
+of 8; by default half the channels of the full-resolution stage, whose activations make the
+memory-bound BatchNorm/ReLU/pool work, and one uniform ratio for the other groups, bisected
+until the traced MACs are at most half; ``--first-stage-ratio -1`` makes it uniform),
+fine-tunes, and measures CPU latency at batch 64 of the unpruned and pruned models in the
+same run (``measure_latency``, rounds of the two interleaved; the median of all timed runs,
+and the lowest round median).
 
 Usage:
     flock /tmp/slimtorch-bench.lock .venv/bin/python benchmarks/bench_channel_prune_vgg.py
@@ -40,22 +42,37 @@ def macs(model: nn.Module, x: torch.Tensor) -> int:
     return trace_model(model, x).total_macs
 
 
+def first_stage_groups(model: nn.Module, x: torch.Tensor) -> set[str]:
+    """Groups whose producer runs at the full input resolution (the activation-heavy stage)."""
+    shapes = {c.name: c.output_shape for c in trace_model(model, x).layers}
+    full = max(shape[-1] for shape in shapes.values() if shape and len(shape) == 4)
+    groups = trace_channels(model, x).prunable()
+    return {g.name for g in groups if len(shapes[g.name]) == 4 and shapes[g.name][-1] == full}
+
+
 def ratio_for_macs(
-    model: nn.Module, x: torch.Tensor, target: float, **kw
-) -> tuple[float, nn.Module]:
-    """Smallest uniform ratio (bisection, 12 steps) whose pruned MACs are <= target * base."""
+    model: nn.Module, x: torch.Tensor, target: float, first_ratio: float | None, **kw
+) -> tuple[dict[str, float], nn.Module]:
+    """Per-group ratios whose pruned MACs are <= target * base: ``first_ratio`` for the
+    first-stage groups (None: uniform), and the smallest uniform ratio for the rest
+    (bisection, 12 steps)."""
     graph = trace_channels(model, x)
     base = macs(model, x)
+    first = first_stage_groups(model, x) if first_ratio is not None else set()
+
+    def ratios(r: float) -> dict[str, float]:
+        return {g.name: first_ratio if g.name in first else r for g in graph.prunable()}
+
     lo, hi = 0.0, 0.95
-    best = prune_channels(model, x, ratio=hi, graph=graph, **kw)
+    best = prune_channels(model, x, ratio=ratios(hi), graph=graph, **kw)
     for _ in range(12):
         mid = (lo + hi) / 2
-        pruned = prune_channels(model, x, ratio=mid, graph=graph, **kw)
+        pruned = prune_channels(model, x, ratio=ratios(mid), graph=graph, **kw)
         if macs(pruned, x) <= target * base:
             hi, best = mid, pruned
         else:
             lo = mid
-    return hi, best
+    return ratios(hi), best
 
 
 def interleaved_latency(models: dict[str, nn.Module], x: torch.Tensor, rounds: int, runs: int):
@@ -80,6 +97,12 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=15)
     ap.add_argument("--finetune-lr", type=float, default=1e-3)
     ap.add_argument("--importance", default="l1", help="channel importance: l1, l2, bn")
+    ap.add_argument(
+        "--first-stage-ratio",
+        type=float,
+        default=0.5,
+        help="ratio for groups at full resolution (-1: one uniform ratio)",
+    )
     ap.add_argument("--round-to", type=int, default=8, help="kept channels: multiples of this")
     ap.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     ap.add_argument("--runs", type=int, default=10, help="timed runs per model per round")
@@ -103,8 +126,9 @@ def main() -> None:
     acc_base = evaluate(model, test).accuracy
 
     x1 = torch.zeros(1, *splits.input_shape)
+    args.first_stage_ratio = None if args.first_stage_ratio < 0 else args.first_stage_ratio
     kw = {"importance": args.importance, "round_to": args.round_to}
-    ratio, pruned = ratio_for_macs(model, x1, TARGET_MAC_FRACTION, **kw)
+    ratio, pruned = ratio_for_macs(model, x1, TARGET_MAC_FRACTION, args.first_stage_ratio, **kw)
     acc_pruned = evaluate(pruned, test).accuracy
     ft = FitConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, scheduler="cosine")
     fit(pruned, train, val, ft)
