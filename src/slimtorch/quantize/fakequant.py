@@ -7,9 +7,10 @@
 - ``ActFakeQuant``: observes activations during calibration, then fake-quantizes them with the
   frozen (or, with LSQ, learned) per-tensor scale and zero point.
 - ``QuantWrapper``: a conv/linear whose weight is fake-quantized on every forward (from the float
-  master weight) and whose input passes through an ``ActFakeQuant``. Weights are viewed as
-  ``[out, in * kh * kw]`` so ``PerGroup`` groups run along the flattened input, as in
-  ``slimtorch.profile.size``.
+  master weight) and whose input passes through an ``ActFakeQuant``; once the input scale is
+  known the bias is rounded to the int32 grid ``S_in * S_w`` that integer kernels use.
+  Weights are viewed as ``[out, in * kh * kw]`` so ``PerGroup`` groups run along the
+  flattened input, as in ``slimtorch.profile.size``.
 
 Example:
     >>> import torch
@@ -194,5 +195,14 @@ class QuantWrapper(nn.Module):
             x = self.act(x)
         params = {"weight": self.quantized_weight()}
         if getattr(self.layer, "bias", None) is not None:
-            params["bias"] = self.layer.bias
+            params["bias"] = self.quantized_bias()
         return functional_call(self.layer, params, (x,))
+
+    def quantized_bias(self) -> Tensor:
+        """The bias on the int32 grid of ``S_in * S_w`` (as integer kernels store it), or the
+        float bias when the input is not quantized."""
+        bias = self.layer.bias
+        if self.act is None or self.act.observing:
+            return bias
+        step = self.act.qparams().scale.float() * self.weight_qparams().scale.float().reshape(-1)
+        return round_ste(bias / step) * step

@@ -1,0 +1,318 @@
+"""Integer-only int8 models: built from a calibrated fake-quant model, run, saved, reloaded.
+
+A model is a chain of steps (found in the fx graph of the fake-quant model; branches such as
+residual adds are not supported and raise ``ModelError``):
+
+- ``quantize``: the float input becomes uint8 with the first layer's input scale/zero point
+  (the only float operation besides the final ``dequantize``).
+- ``conv2d`` / ``linear``: int8 weights (per-channel symmetric), zero-point-subtracted uint8
+  activations, int32 accumulation and int32 bias (scale ``S_in * S_w``).
+- ``relu``, ``maxpool``, ``flatten`` act on the int32 accumulators exactly; ``sumpool`` adds
+  windows (an average pool whose division is folded into the next multiplier).
+- ``requantize``: int32 accumulators to the next layer's uint8 input with a per-element
+  fixed-point multiplier ``M = S_acc / (count * S_next)`` and shift (``intkernels``).
+- ``dequantize``: the last accumulators as float logits.
+
+So the integer model computes exactly what the fake-quant model computes, except that
+requantization rounds ties up and uses a 31-bit multiplier: outputs agree within one step.
+
+Backends: ``"reference"`` runs the steps above with integer torch ops (exact, slow);
+``"x86"`` / ``"fbgemm"`` run the same integers on torch's quantized engines (int8 GEMM with
+int32 accumulation; their requantization multiplies by a float scale).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from slimtorch.quantize.ptq import PTQConfig, quantize_ptq
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    >>> x = torch.randn(64, 4)
+    >>> qmodel, _ = quantize_ptq(model, [x], PTQConfig(calib_batches=1))
+    >>> imodel = to_integer(qmodel, x)
+    >>> [s.op for s in imodel.steps]
+    ['quantize', 'linear', 'relu', 'requantize', 'linear', 'dequantize']
+    >>> bool((imodel(x) - qmodel(x)).abs().max() < 0.1)
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from slimtorch.errors import ModelError
+from slimtorch.quantize.fakequant import QuantWrapper
+from slimtorch.quantize.intkernels import (
+    conv2d_int,
+    linear_int,
+    max_pool_int,
+    quantize_multiplier,
+    requantize,
+    sum_pool_int,
+)
+from slimtorch.quantize.primitives import PerGroup
+from slimtorch.quantize.ptq import integer_weight
+
+BACKENDS = ("reference", "x86", "fbgemm")
+PASS_THROUGH = (nn.Identity, nn.Dropout)
+
+
+@dataclass
+class Step:
+    """One integer operation: ``op`` plus its integer tensors and attributes."""
+
+    op: str
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+class _Leaves(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, QuantWrapper) or super().is_leaf_module(m, qualname)
+
+
+def _chain(qmodel: nn.Module) -> list[tuple[str, Any]]:
+    """The model's operations in order, checked to form a single chain."""
+    try:
+        graph = _Leaves().trace(qmodel)
+    except Exception as err:
+        raise ModelError(f"integer export: cannot trace the model ({err})") from None
+    modules = dict(qmodel.named_modules())
+    nodes, prev = [], None
+    for node in graph.nodes:
+        if node.op in ("placeholder", "output"):
+            prev = node if node.op == "placeholder" else prev
+            continue
+        inputs = [a for a in node.all_input_nodes]
+        if inputs != [prev] or len(node.users) > 1:
+            raise ModelError(f"integer export: supports chains of layers; {node.target} branches")
+        target = modules[node.target] if node.op == "call_module" else node.target
+        nodes.append((str(node.target), target))
+        prev = node
+    return nodes
+
+
+def _is_relu(target: Any) -> bool:
+    return isinstance(target, nn.ReLU) or target in (F.relu, torch.relu)
+
+
+def _is_flatten(target: Any) -> bool:
+    return isinstance(target, nn.Flatten) or target is torch.flatten
+
+
+def _is_global_pool(target: Any) -> bool:
+    return isinstance(target, nn.AdaptiveAvgPool2d) and target.output_size in (1, (1, 1))
+
+
+class _Builder:
+    """Walks the chain with a real example batch to know every shape and scale."""
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+        self.acc_scale: Tensor | None = None  # per-element scale of the int32 accumulators
+        self.count = 1  # values summed by sum-pools since the last layer
+
+    def compute(self, name: str, w: QuantWrapper, x: Tensor) -> None:
+        if w.act is None:
+            raise ModelError(f"integer export: layer {name} has no activation quantizer")
+        if isinstance(w.weight_spec.granularity, PerGroup) or not w.weight_spec.symmetric:
+            raise ModelError(
+                f"integer export: layer {name} needs symmetric per-tensor or per-channel weights"
+            )
+        aq = w.act.qparams()
+        s_in, z_in = float(aq.scale), int(aq.zero_point)
+        spec = w.act.spec
+        if self.acc_scale is None:
+            self.steps.append(
+                Step(
+                    "quantize",
+                    attrs={
+                        "scale": s_in,
+                        "zero_point": z_in,
+                        "q_min": spec.q_min,
+                        "q_max": spec.q_max,
+                    },
+                )
+            )
+        else:
+            m = self.acc_scale.double() / (self.count * s_in)
+            m0, rshift = quantize_multiplier(m)
+            self.steps.append(
+                Step(
+                    "requantize",
+                    {"m0": m0, "rshift": rshift},
+                    {"zero_point": z_in, "q_min": spec.q_min, "q_max": spec.q_max},
+                )
+            )
+        q, wq = integer_weight(w)
+        layer = w.layer
+        s_w = wq.scale.float().reshape(-1).expand(layer.weight.shape[0]).contiguous()
+        bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(s_w)
+        bias_q = torch.round(bias / (s_in * s_w)).to(torch.int32)
+        tensors = {
+            "weight": q.reshape(layer.weight.shape).to(torch.int8).contiguous(),
+            "bias": bias_q,
+            "weight_scale": s_w,
+        }
+        attrs: dict[str, Any] = {"name": name, "in_scale": s_in, "in_zero_point": z_in}
+        if isinstance(layer, nn.Conv2d):
+            if (
+                layer.dilation != (1, 1)
+                or layer.padding_mode != "zeros"
+                or isinstance(layer.padding, str)
+            ):
+                raise ModelError(
+                    f"integer export: conv {name} needs dilation 1 and numeric zero padding"
+                )
+            attrs.update(
+                stride=list(layer.stride), padding=list(layer.padding), groups=layer.groups
+            )
+            self.steps.append(Step("conv2d", tensors, attrs))
+            self.acc_scale = (s_in * s_w).reshape(-1, 1, 1)
+        elif isinstance(layer, nn.Linear):
+            self.steps.append(Step("linear", tensors, attrs))
+            self.acc_scale = s_in * s_w
+        else:
+            raise ModelError(f"integer export: layer {name} is not Conv2d or Linear")
+        self.count = 1
+
+    def passthrough(self, name: str, target: Any, x: Tensor) -> None:
+        if self.acc_scale is None:  # still float input: only reshaping commutes with quantize
+            if _is_flatten(target):
+                self.steps.append(Step("flatten"))
+            elif not isinstance(target, PASS_THROUGH):
+                raise ModelError(f"integer export: {name} comes before the first quantized layer")
+            return
+        if _is_relu(target):
+            self.steps.append(Step("relu"))
+        elif isinstance(target, nn.MaxPool2d):
+            k, s, p = (int(_one(v)) for v in (target.kernel_size, target.stride, target.padding))
+            self.steps.append(Step("maxpool", attrs={"kernel": k, "stride": s, "padding": p}))
+        elif _is_global_pool(target) or isinstance(target, nn.AvgPool2d):
+            k = x.shape[-1] if _is_global_pool(target) else int(_one(target.kernel_size))
+            s = k if _is_global_pool(target) else int(_one(target.stride))
+            if _is_global_pool(target) and x.shape[-1] != x.shape[-2]:
+                raise ModelError(f"integer export: {name} needs a square feature map")
+            if not _is_global_pool(target) and int(_one(target.padding)):
+                raise ModelError(f"integer export: {name}: padded average pools are not supported")
+            self.steps.append(Step("sumpool", attrs={"kernel": k, "stride": s}))
+            self.count *= k * k
+        elif _is_flatten(target):
+            self.acc_scale = self.acc_scale.expand(x.shape[1:]).reshape(-1)
+            self.steps.append(Step("flatten"))
+        elif not isinstance(target, PASS_THROUGH):
+            raise ModelError(f"integer export: unsupported operation {name} ({target})")
+
+
+def _one(v: Any) -> int:
+    return v[0] if isinstance(v, tuple | list) else v
+
+
+def to_integer(qmodel: nn.Module, example: Tensor, backend: str = "reference") -> IntegerModel:
+    """Build the integer-only model from a calibrated fake-quant model.
+
+    Args:
+        qmodel: output of ``quantize_ptq`` / QAT (activation quantizers frozen).
+        example: a batch of inputs with the shape the model will see (fixes pooling sizes).
+        backend: ``"reference"``, ``"x86"`` or ``"fbgemm"``.
+
+    Returns:
+        An ``IntegerModel``.
+    """
+    builder, x = _Builder(), example
+    qmodel = qmodel.eval()
+    with torch.no_grad():
+        for name, target in _chain(qmodel):
+            if isinstance(target, QuantWrapper):
+                builder.compute(name, target, x)
+            else:
+                builder.passthrough(name, target, x)
+            x = target(x)
+    if builder.acc_scale is None:
+        raise ModelError("integer export: the model has no quantized conv/linear layer")
+    builder.steps.append(Step("dequantize", {"scale": (builder.acc_scale / builder.count).float()}))
+    return IntegerModel(builder.steps, tuple(example.shape[1:]), backend)
+
+
+def run_reference(
+    steps: list[Step], x: Tensor, trace: list[Tensor] | None = None, zero: int = 0
+) -> Tensor:
+    """Run integer steps with integer torch ops (no float between quantize and dequantize).
+
+    Args:
+        steps: the integer program.
+        x: float input batch.
+        trace: if given, every layer's quantized input (after quantize/requantize) is appended.
+        zero: zero point of ``x`` when it is already an integer tensor.
+
+    Returns:
+        Float logits.
+    """
+    for st in steps:
+        a, t = st.attrs, st.tensors
+        if st.op == "quantize":
+            q = torch.round(x / a["scale"]) + a["zero_point"]
+            x = q.clamp(a["q_min"], a["q_max"]).to(torch.int32)
+            zero = a["zero_point"]
+        elif st.op == "requantize":
+            x = requantize(x, t["m0"], t["rshift"], a["zero_point"], a["q_min"], a["q_max"])
+            zero = a["zero_point"]
+        if trace is not None and st.op in ("quantize", "requantize"):
+            trace.append(x)
+        if st.op in ("quantize", "requantize"):
+            continue
+        if st.op == "conv2d":
+            x = conv2d_int(x - zero, t["weight"], t["bias"], a["stride"], a["padding"], a["groups"])
+        elif st.op == "linear":
+            x = linear_int(x - zero, t["weight"], t["bias"])
+        elif st.op == "relu":
+            x = x.clamp(min=0)
+        elif st.op == "maxpool":
+            x = max_pool_int(x, a["kernel"], a["stride"], a["padding"])
+        elif st.op == "sumpool":
+            x = sum_pool_int(x, a["kernel"], a["stride"])
+        elif st.op == "flatten":
+            x = x.flatten(1)
+        elif st.op == "dequantize":
+            x = x.float() * t["scale"]
+    return x
+
+
+class IntegerModel(nn.Module):
+    """An int8 model: integer steps plus the backend that executes them.
+
+    Args:
+        steps: the integer program (see the module docstring).
+        input_shape: one sample's shape (pool sizes depend on it).
+        backend: ``"reference"`` (integer torch ops) or ``"x86"`` / ``"fbgemm"`` (torch's
+            quantized engines).
+    """
+
+    def __init__(self, steps: list[Step], input_shape: tuple[int, ...], backend: str = "reference"):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ModelError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.steps, self.input_shape, self.backend = steps, tuple(input_shape), backend
+        self._engine_model: nn.Module | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Float input in, float logits out; integers in between."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ModelError(
+                f"integer model expects samples of shape {list(self.input_shape)}, "
+                f"got {list(x.shape[1:])}"
+            )
+        if self.backend == "reference":
+            return run_reference(self.steps, x)
+        if self._engine_model is None:
+            from slimtorch.quantize.engine import build_engine_model
+
+            self._engine_model = build_engine_model(self.steps, self.backend)
+        return self._engine_model(x)
+
+    def with_backend(self, backend: str) -> IntegerModel:
+        """The same integers on another backend."""
+        return IntegerModel(self.steps, self.input_shape, backend)

@@ -1,0 +1,129 @@
+"""Integer-only execution: kernels vs exact arithmetic, the model vs fake quantization."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimtorch.errors import ModelError
+from slimtorch.models import create_model
+from slimtorch.quantize.integer import run_reference, to_integer
+from slimtorch.quantize.intformat import load_integer_model, save_integer_model
+from slimtorch.quantize.intkernels import conv2d_int, quantize_multiplier, requantize
+from slimtorch.quantize.ptq import PTQConfig, quant_layers, quantize_ptq
+
+
+def test_fixed_point_requantize_equals_exact_rational_rounding():
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(50, generator=g, dtype=torch.float64) * 0.01 + 1e-5
+    acc = torch.randint(-(2**20), 2**20, (50,), generator=g, dtype=torch.int32)
+    m0, rshift = quantize_multiplier(m)
+    assert bool(((m0 >= 2**30) & (m0 < 2**31)).all())
+    rel = (m0.double() / 2.0 ** rshift.double() - m).abs() / m
+    assert float(rel.max()) < 2**-30
+    out = requantize(acc, m0, rshift, zero_point=3, q_min=-(2**31), q_max=2**31 - 1)
+    for a, c, s, o in zip(acc.tolist(), m0.tolist(), rshift.tolist(), out.tolist(), strict=True):
+        exact = Fraction(a * c, 2**s)
+        assert o == int((exact + Fraction(1, 2)).__floor__()) + 3  # round half up
+
+
+@pytest.mark.parametrize(("stride", "padding", "groups"), [(1, 1, 1), (2, 0, 1), (1, 1, 2)])
+def test_conv2d_int_matches_float64_convolution(stride, padding, groups):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(-255, 256, (2, 4, 7, 7), generator=g, dtype=torch.int32)
+    w = torch.randint(-127, 128, (6, 4 // groups, 3, 3), generator=g, dtype=torch.int8)
+    b = torch.randint(-1000, 1000, (6,), generator=g, dtype=torch.int32)
+    ours = conv2d_int(x, w, b, (stride, stride), (padding, padding), groups)
+    ref = F.conv2d(x.double(), w.double(), b.double(), stride, padding, groups=groups)
+    assert ours.dtype == torch.int32
+    assert torch.equal(ours.double(), ref)
+
+
+def _calibrated(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = create_model(name).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    g = torch.Generator().manual_seed(seed)
+    batches = [torch.rand(32, 1, 8, 8, generator=g) * 16 for _ in range(4)]
+    qmodel, _ = quantize_ptq(model, batches, PTQConfig(calib_batches=4))
+    return model, qmodel, torch.cat(batches)
+
+
+def _fake_quant_layer_inputs(qmodel, x):
+    seen = []
+
+    def hook(mod, inp, out):
+        qp = mod.qparams()
+        q = torch.round(inp[0] / qp.scale) + qp.zero_point
+        seen.append(q.clamp(mod.spec.q_min, mod.spec.q_max).to(torch.int32))
+
+    handles = [w.act.register_forward_hook(hook) for w in quant_layers(qmodel).values()]
+    with torch.no_grad():
+        out = qmodel(x)
+    for h in handles:
+        h.remove()
+    return out, seen
+
+
+@pytest.mark.parametrize("name", ["vgg", "lenet5", "lenet300"])
+def test_integer_model_matches_fake_quant_within_one_step(name):
+    _, qmodel, x = _calibrated(name)
+    imodel = to_integer(qmodel, x[:8])
+    fake_out, fake_q = _fake_quant_layer_inputs(qmodel, x)
+    int_q = []
+    int_out = run_reference(imodel.steps, x, trace=int_q)
+    assert len(int_q) == len(fake_q) == len(quant_layers(qmodel))
+    for a, b in zip(int_q, fake_q, strict=True):
+        assert int((a - b).abs().max()) <= 1  # every quantized activation within one step
+    # logits: the last layer's accumulators, off only through those one-step input flips
+    last = next(s for s in reversed(imodel.steps) if s.op in ("conv2d", "linear"))
+    bound = (
+        last.tensors["weight"].float().abs().sum(1)
+        * last.tensors["weight_scale"]
+        * last.attrs["in_scale"]
+    )
+    assert bool(((int_out - fake_out).abs() <= bound + 1e-4).all())
+    assert float((int_out.argmax(1) == fake_out.argmax(1)).float().mean()) >= 0.99
+
+
+def test_engine_backends_run_the_same_integers():
+    _, qmodel, x = _calibrated("vgg")
+    ref = to_integer(qmodel, x[:8])
+    for backend in ("x86", "fbgemm"):
+        fast = ref.with_backend(backend)
+        with torch.no_grad():
+            a, b = ref(x), fast(x)
+        assert float((a.argmax(1) == b.argmax(1)).float().mean()) >= 0.97
+        assert float((a - b).abs().max()) < 0.1 * float(a.abs().max())
+
+
+def test_save_and_reload_round_trips_and_detects_corruption(tmp_path):
+    _, qmodel, x = _calibrated("vgg")
+    imodel = to_integer(qmodel, x[:8])
+    path = save_integer_model(imodel, tmp_path / "int8.safetensors")
+    again = load_integer_model(path)
+    assert torch.equal(again(x), imodel(x))
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    (tmp_path / "bad.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"checksum|corrupted"):
+        load_integer_model(tmp_path / "bad.safetensors")
+    (tmp_path / "short.safetensors").write_bytes(bytes(data[:5]))
+    with pytest.raises(ModelError, match="truncated"):
+        load_integer_model(tmp_path / "short.safetensors")
+
+
+def test_branching_models_and_wrong_inputs_are_clear_errors():
+    _, qmodel, x = _calibrated("resnet")
+    with pytest.raises(ModelError, match="chains"):
+        to_integer(qmodel, x[:2])
+    _, qmodel, x = _calibrated("vgg")
+    with pytest.raises(ModelError, match="expects samples of shape"):
+        to_integer(qmodel, x[:2])(torch.zeros(1, 1, 16, 16))
