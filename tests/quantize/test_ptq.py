@@ -39,13 +39,18 @@ def test_ptq_model_equals_manual_fake_quant_pipeline():
     # calibration sees float activations computed with the (already fake-quantized) weights
     h0 = torch.relu(nn.functional.linear(x0, fake_quantize(model[0].weight, wspec), model[0].bias))
     x = torch.randn(5, 8)
+
+    def bias_on_grid(layer, in_scale):  # int32 bias with scale S_in * S_w per channel
+        step = in_scale * choose_qparams(layer.weight, wspec).scale.reshape(-1)
+        return torch.round(layer.bias / step) * step
+
     with torch.no_grad():
-        xq = fake_quantize(x, act, choose_qparams(x0, act))
-        h = torch.relu(
-            nn.functional.linear(xq, fake_quantize(model[0].weight, wspec), model[0].bias)
-        )
-        hq = fake_quantize(h, act, choose_qparams(h0, act))
-        expected = nn.functional.linear(hq, fake_quantize(model[2].weight, wspec), model[2].bias)
+        s0, s1 = choose_qparams(x0, act), choose_qparams(h0, act)
+        xq = fake_quantize(x, act, s0)
+        w0, w2 = fake_quantize(model[0].weight, wspec), fake_quantize(model[2].weight, wspec)
+        h = torch.relu(nn.functional.linear(xq, w0, bias_on_grid(model[0], s0.scale)))
+        hq = fake_quantize(h, act, s1)
+        expected = nn.functional.linear(hq, w2, bias_on_grid(model[2], s1.scale))
         assert torch.allclose(qmodel(x), expected, atol=1e-6)
 
 
