@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.distill.cli",
     "slimtorch.llm.cli",
     "slimtorch.prune.cli",
+    "slimtorch.quantize.cli",
 )
 EXIT_INTERRUPTED = 130
 
