@@ -96,7 +96,7 @@ def trained_vgg() -> tuple[nn.Module, object]:
     train, val, _ = make_loaders(splits, batch_size=128, seed=0)
     torch.manual_seed(0)
     model = create_model("vgg")
-    fit(model, train, None, FitConfig(epochs=3, seed=0), progress=False)
+    fit(model, train, None, FitConfig(epochs=1, seed=0), progress=False)
     return model, val
 
 

@@ -188,11 +188,11 @@ def _boundaries(centroids: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _lloyd_sorted(
     sorted_values: np.ndarray, centroids: np.ndarray, max_iter: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd iterations on sorted values; returns (centroids float64, boundaries)."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Lloyd iterations on sorted values; returns (centroids float64, boundaries, iterations)."""
     n, sums = len(sorted_values), _RangeSums(sorted_values)
-    ends = None
-    for _ in range(max_iter):
+    ends, iterations = None, 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         bounds = _boundaries(centroids, sorted_values.dtype)
         new_ends = np.searchsorted(sorted_values, bounds, side="right")  # cluster i: (b_i-1, b_i]
         if ends is not None and np.array_equal(new_ends, ends):
@@ -200,8 +200,14 @@ def _lloyd_sorted(
         ends = new_ends
         edges = np.concatenate([[0], ends, [n]])
         counts, totals = np.diff(edges), np.diff(sums.prefix_sums(edges))
-        centroids = np.where(counts > 0, totals / np.maximum(counts, 1), centroids)  # empty: keep
-    return centroids, _boundaries(centroids, sorted_values.dtype)
+        means = totals / np.maximum(counts, 1)
+        # a mean lies within its cluster's range; clipping absorbs prefix-sum rounding so
+        # centroids stay ordered even for clusters of tiny values next to large ones
+        lowest = sorted_values[np.minimum(edges[:-1], n - 1)]
+        highest = sorted_values[np.maximum(edges[1:] - 1, 0)]
+        means = np.clip(means, lowest, highest)
+        centroids = np.where(counts > 0, means, centroids)  # an empty cluster keeps its centroid
+    return centroids, _boundaries(centroids, sorted_values.dtype), iterations
 
 
 def kmeans_1d(
@@ -244,7 +250,7 @@ def kmeans_1d(
         raise ConfigError("values: contains NaN or infinity")
     sorted_values = np.sort(flat.numpy())
     start = _initial_centroids(sorted_values, k, init, seed)
-    centroids, bounds = _lloyd_sorted(sorted_values, start, max_iter)
+    centroids, bounds, _ = _lloyd_sorted(sorted_values, start, max_iter)
     assignments = torch.bucketize(flat, torch.from_numpy(bounds), right=False)  # [n]
     return torch.from_numpy(centroids).to(dtype), assignments.view(values.shape)
 

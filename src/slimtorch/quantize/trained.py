@@ -67,14 +67,16 @@ def finetune_centroids(
     lr: float = DEFAULT_CENTROID_LR,
     *,
     train_other: bool = False,
+    freeze_bn: bool = True,
     seed: int = 0,
     progress: bool = True,
 ) -> FitReport:
     """Fine-tune the centroids of every codebook layer in place, assignments fixed.
 
     Only the ``codebook`` parameters learn (plus every other parameter when ``train_other``);
-    reserved exact-zero entries stay 0. BatchNorm running statistics are updated as in any
-    training pass. ``requires_grad`` flags are restored afterwards.
+    reserved exact-zero entries stay 0. With ``freeze_bn`` BatchNorm layers run in eval mode
+    (running statistics, not updated), so training sees the same function that inference
+    runs. ``requires_grad`` flags are restored afterwards.
 
     Args:
         model: A model from :func:`~slimtorch.quantize.kmeans.kmeans_quantize_model`.
@@ -83,6 +85,7 @@ def finetune_centroids(
         epochs: Passes over ``train_loader`` (>= 1).
         lr: Adam learning rate.
         train_other: Also train biases, norms and float layers.
+        freeze_bn: Keep BatchNorm in eval mode while fine-tuning.
         seed: Seed of the training loop.
         progress: Show a progress bar.
 
@@ -101,11 +104,23 @@ def finetune_centroids(
         raise ConfigError("finetune_centroids: the model has no codebook layers (k-means first)")
     centroids = {id(m.codebook) for m in layers.values()}
     saved = {p: p.requires_grad for p in model.parameters()}
+    hooks = [
+        m.register_forward_pre_hook(_eval_mode)
+        for m in model.modules()
+        if freeze_bn and isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     try:
         for p in model.parameters():
             p.requires_grad_(train_other or id(p) in centroids)
         config = FitConfig(epochs=epochs, lr=lr, optimizer="adam", seed=seed)
         return fit(model, train_loader, val_loader, config, progress=progress)
     finally:
+        for hook in hooks:
+            hook.remove()
         for p, flag in saved.items():
             p.requires_grad_(flag)
+
+
+def _eval_mode(module: nn.Module, args: object) -> None:
+    """Forward pre-hook: run this (BatchNorm) layer with its running statistics."""
+    module.eval()
