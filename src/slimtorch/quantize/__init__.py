@@ -13,6 +13,20 @@ Example:
 
 from __future__ import annotations
 
+from slimtorch.quantize.kmeans import (
+    KMeansConfig,
+    kmeans_1d,
+    kmeans_codebook,
+    kmeans_quantize_model,
+)
+from slimtorch.quantize.kmeans_module import CodebookConv, CodebookLinear
+from slimtorch.quantize.mixed import (
+    MixedPrecisionConfig,
+    SensitivityResult,
+    choose_bits,
+    quantize_mixed,
+    sensitivity_scan,
+)
 from slimtorch.quantize.packing import PackedTensor, pack, packed_nbytes, unpack
 from slimtorch.quantize.primitives import (
     PerChannel,
@@ -29,9 +43,14 @@ from slimtorch.quantize.primitives import (
     quantize,
 )
 from slimtorch.quantize.report import LayerQuantReport, QuantReport, layer_report
+from slimtorch.quantize.trained import centroid_gradient, finetune_centroids
 
 __all__ = [
+    "CodebookConv",
+    "CodebookLinear",
+    "KMeansConfig",
     "LayerQuantReport",
+    "MixedPrecisionConfig",
     "PackedTensor",
     "PerChannel",
     "PerGroup",
@@ -39,15 +58,24 @@ __all__ = [
     "QParams",
     "QuantReport",
     "QuantSpec",
+    "SensitivityResult",
     "block_size",
+    "centroid_gradient",
+    "choose_bits",
     "choose_qparams",
     "dequantize",
     "fake_quantize",
+    "finetune_centroids",
+    "kmeans_1d",
+    "kmeans_codebook",
+    "kmeans_quantize_model",
     "layer_report",
     "pack",
     "packed_nbytes",
     "qparams_from_range",
     "quantization_error",
     "quantize",
+    "quantize_mixed",
+    "sensitivity_scan",
     "unpack",
 ]
