@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Main job: train LeNet-5 on the built-in digits, then profile it (table, JSON, CSV, PNG in $(OUT)).
+## Main job: Deep Compression of LeNet-300-100 on the built-in digits (prune, quantize, Huffman;
+## compressed file, decoded checkpoint, report and plots in ./slimtorch-out/).
 demo: $(STAMP)
-	$(BIN)/slimtorch train --model lenet5 --data digits --epochs 15 --out $(OUT)/lenet5 --overwrite
-	$(BIN)/slimtorch profile $(OUT)/lenet5 --json $(OUT)/profile.json --csv $(OUT)/profile.csv --plot $(OUT)/profile.png
+	$(BIN)/slimtorch compress
 
 ## Tests: lint, format check, then the default (fast) suite and the slow-marked tests.
 test: $(STAMP)
