@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from slimtorch.bench import TestSettings, benchmark
 from slimtorch.checkpoint import load_checkpoint, save_checkpoint
+from slimtorch.compress_cli import compress
 from slimtorch.data import load_data, load_digits, make_loaders
 from slimtorch.distill import DistillConfig, Distiller
 from slimtorch.encode import EncodeConfig, load_compressed, save_compressed
 from slimtorch.models import ModelSpec, build_model, create_model
+from slimtorch.pipeline import run_pipeline
 from slimtorch.profile import ProfileConfig, profile_model
 from slimtorch.prune import PruneConfig, prune_model
+from slimtorch.recipe import Recipe, load_recipe
 from slimtorch.resolve import resolve_model
 from slimtorch.train import FitConfig, evaluate, fit
 
@@ -32,9 +35,11 @@ __all__ = [
     "ModelSpec",
     "ProfileConfig",
     "PruneConfig",
+    "Recipe",
     "TestSettings",
     "benchmark",
     "build_model",
+    "compress",
     "create_model",
     "evaluate",
     "fit",
@@ -42,10 +47,12 @@ __all__ = [
     "load_compressed",
     "load_data",
     "load_digits",
+    "load_recipe",
     "make_loaders",
     "profile_model",
     "prune_model",
     "resolve_model",
+    "run_pipeline",
     "save_checkpoint",
     "save_compressed",
 ]
