@@ -19,13 +19,15 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from slimtorch.errors import ConfigError
+from slimtorch.llm.decode import DecodePlan, decode_plan
 from slimtorch.llm.model import Llama
 
 CONFIG_VERSION = 1
@@ -42,6 +44,9 @@ class GenerateConfig:
         top_p: Keep the smallest set of tokens whose probability reaches p (1.0: all).
         seed: Seed of the sampling generator.
         stop_ids: Generation stops after emitting one of these.
+        decode_threads: torch threads for the decode phase (0: leave torch's setting). One
+            thread avoids OpenMP barrier stalls when the cores are shared; prefill keeps the
+            process setting.
         version: Config format version.
     """
 
@@ -51,6 +56,7 @@ class GenerateConfig:
     top_p: float = 1.0
     seed: int = 0
     stop_ids: tuple[int, ...] = ()
+    decode_threads: int = 0
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -62,6 +68,8 @@ class GenerateConfig:
             raise ConfigError(f"top_k: expected >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p: expected in (0, 1], got {self.top_p}")
+        if self.decode_threads < 0:
+            raise ConfigError(f"decode_threads: expected >= 0, got {self.decode_threads}")
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,12 @@ def prefill(model: Llama, tokens: Tensor) -> Tensor:
 
 
 def decode_one_token(model: Llama, token: int, pos: int) -> Tensor:
-    """Run one token at position ``pos`` against the cache; its logits [V]."""
-    return model(torch.tensor([[token]]), start_pos=pos)[0, -1]
+    """Run one token at position ``pos`` against the cache; its logits [V].
+
+    Goes through the model's :func:`~slimtorch.llm.decode.decode_plan` (fused kernels, no
+    module calls); same logits as ``model(tokens, start_pos=pos)``.
+    """
+    return decode_plan(model).step(torch.tensor([[token]]), pos)[0]
 
 
 def generate(
@@ -159,21 +171,36 @@ def generate(
         )
     gen = torch.Generator().manual_seed(cfg.seed)
     pick = lambda lg: sample(lg, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # noqa: E731
+    plan = decode_plan(model)  # built once per model (cached), like a layer conversion
     model.setup_cache(1, total)
     try:
         with torch.inference_mode():
             t0 = time.perf_counter()
             tok = pick(prefill(model, torch.tensor([list(prompt)])))
             t1 = time.perf_counter()
-            out = _decode_loop(model, tok, len(prompt), cfg, pick, on_token)
+            with _threads(cfg.decode_threads):
+                out = _decode_loop(plan, tok, len(prompt), cfg, pick, on_token)
             t2 = time.perf_counter()
     finally:
         model.clear_cache()
     return Generation(out, len(prompt), t1 - t0, t2 - t1)
 
 
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run the body with ``n`` torch threads (0: leave the setting alone)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)
+
+
 def _decode_loop(
-    model: Llama,
+    plan: DecodePlan,
     tok: int,
     pos: int,
     cfg: GenerateConfig,
@@ -181,12 +208,14 @@ def _decode_loop(
     on_token: Callable[[int], None] | None,
 ) -> list[int]:
     out = [tok]
+    step = torch.empty(1, 1, dtype=torch.long)  # reused token buffer
     while True:
         if on_token is not None:
             on_token(tok)
         if tok in cfg.stop_ids or len(out) >= cfg.max_new_tokens:
             return out
-        tok = pick(decode_one_token(model, tok, pos))
+        step.fill_(tok)
+        tok = pick(plan.step(step, pos)[0])
         out.append(tok)
         pos += 1
 

@@ -26,7 +26,9 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -167,6 +169,7 @@ class Int8Linear(nn.Module):
     ) -> None:
         super().__init__()
         self.prefill_rows = prefill_rows
+        self.out_features, self.in_features = w_int8.shape
         self.register_buffer("w_int8", w_int8)
         self.register_buffer("scales", scales)
         self.register_buffer("prefill_weight", prefill_weight)
@@ -250,6 +253,60 @@ def convert_linears(model: nn.Module, config: KernelConfig) -> list[str]:
             new = Int8Linear.from_linear(lin, config.keep_fp32_for_prefill, config.prefill_rows)
         setattr(parent, child, new)
     return names
+
+
+def fuse_quantized(mods: Sequence[nn.Module]) -> nn.Module | None:
+    """One quantized layer computing ``cat([m(x) for m in mods], -1)``, or None.
+
+    Fuses along the output features when all of ``mods`` are :class:`Int4Linear` with one
+    group size (codes re-packed: torch's packed layout interleaves rows, so packed tensors
+    cannot simply be concatenated) or all :class:`Int8Linear`. The fused layer is decode-only
+    (no fp32 prefill copy). Plain ``nn.Linear`` is not fused: for fp32 a second copy of the
+    weights would cost more memory than the saved calls are worth.
+
+    Example:
+        >>> a, b = (Int8Linear.from_linear(torch.nn.Linear(32, n, bias=False)) for n in (8, 4))
+        >>> fuse_quantized([a, b]).w_int8.shape
+        torch.Size([12, 32])
+    """
+    if all(isinstance(m, Int4Linear) for m in mods):
+        groups = {m.group_size for m in mods}  # type: ignore[union-attr]
+        if len(groups) != 1 or len({m.in_features for m in mods}) != 1:  # type: ignore[union-attr]
+            return None
+        codes = torch.cat([_unpack_codes(m) for m in mods], dim=0)  # type: ignore[arg-type]
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INNER_K_TILES)
+        sz = torch.cat([m.scales_zeros for m in mods], dim=1)  # [K/G, N, 2]
+        n, k = codes.shape
+        return Int4Linear(packed, sz, groups.pop(), k, n, None)
+    if all(isinstance(m, Int8Linear) for m in mods):
+        w = torch.cat([m.w_int8 for m in mods], dim=0)
+        s = torch.cat([m.scales for m in mods], dim=0)  # type: ignore[list-item]
+        return Int8Linear(w, s, None)
+    return None
+
+
+def decode_kernel(m: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The bare function a layer runs for a decode-shaped (few rows) input.
+
+    Skips ``nn.Module.__call__`` and the row-count dispatch: ``F.linear`` for ``nn.Linear``,
+    the packed kernels for :class:`Int4Linear` / :class:`Int8Linear`, the module itself for
+    anything else (e.g. a compressed layer from another package).
+
+    Example:
+        >>> lin = torch.nn.Linear(4, 2, bias=False)
+        >>> x = torch.ones(1, 4)
+        >>> torch.equal(decode_kernel(lin)(x), lin(x))
+        True
+    """
+    if type(m) is nn.Linear:
+        return partial(F.linear, weight=m.weight, bias=m.bias)
+    if isinstance(m, Int4Linear):
+        return partial(
+            linear_int4, packed=m.packed, scales_zeros=m.scales_zeros, group_size=m.group_size
+        )
+    if isinstance(m, Int8Linear):
+        return partial(linear_int8, w_int8=m.w_int8, scales=m.scales)
+    return m
 
 
 def weight_bytes_per_token(model: nn.Module) -> int:

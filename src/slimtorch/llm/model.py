@@ -158,23 +158,35 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class KVCache(nn.Module):
-    """Preallocated keys and values ``[B, n_kv_heads, max_len, head_dim]``."""
+    """Preallocated keys and values in one buffer ``kv`` [2, B, n_kv_heads, max_len, head_dim].
+
+    ``k`` and ``v`` are views of it; one buffer lets a decode step store both with one copy.
+    """
 
     def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int) -> None:
         super().__init__()
-        shape = (batch, n_kv_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape), persistent=False)
-        self.register_buffer("v", torch.zeros(shape), persistent=False)
+        shape = (2, batch, n_kv_heads, max_len, head_dim)
+        self.register_buffer("kv", torch.zeros(shape), persistent=False)
+
+    @property
+    def k(self) -> Tensor:
+        """Keys [B, n_kv_heads, max_len, head_dim] (a view)."""
+        return self.kv[0]
+
+    @property
+    def v(self) -> Tensor:
+        """Values [B, n_kv_heads, max_len, head_dim] (a view)."""
+        return self.kv[1]
 
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store ``k``/``v`` [B, Hkv, T, hd] at ``start``; return everything up to its end."""
         end = start + k.shape[2]
-        if end > self.k.shape[2]:
-            raise ConfigError(f"KV cache: position {end} exceeds its length {self.k.shape[2]}")
+        if end > self.kv.shape[3]:
+            raise ConfigError(f"KV cache: position {end} exceeds its length {self.kv.shape[3]}")
         b = k.shape[0]
-        self.k[:b, :, start:end] = k
-        self.v[:b, :, start:end] = v
-        return self.k[:b, :, :end], self.v[:b, :, :end]
+        self.kv[0, :b, :, start:end] = k
+        self.kv[1, :b, :, start:end] = v
+        return self.kv[0, :b, :, :end], self.kv[1, :b, :, :end]
 
 
 class Attention(nn.Module):
