@@ -22,7 +22,10 @@ import json
 import sys
 from pathlib import Path
 
-LLM_SUBCOMMAND_MODULES: tuple[str, ...] = ("slimtorch.llm.compress.cli",)
+LLM_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "slimtorch.llm.compress.cli",
+    "slimtorch.llm.llm_profile",
+)
 MODEL_HELP = "a .gguf file or a Hugging Face folder (default: the shipped SmolLM2-135M-Instruct)"
 
 
@@ -61,6 +64,12 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus probability (1.0 = all)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--decode-threads",
+        type=int,
+        default=0,
+        help="torch threads while decoding (0 = torch's default; 1 is fastest on busy cores)",
+    )
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -185,6 +194,7 @@ def _gen_config(args: argparse.Namespace, stop: tuple[int, ...]):
         top_p=args.top_p,
         seed=args.seed,
         stop_ids=stop,
+        decode_threads=args.decode_threads,
     )
 
 
