@@ -52,14 +52,17 @@ from slimtorch.llm.model import KVCache, Llama, RMSNorm
 Fn = Callable[[Tensor], Tensor]
 
 
-def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """RMSNorm of fp32 ``x`` exactly as :class:`~slimtorch.llm.model.RMSNorm` computes it."""
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+def rms_norm(x: Tensor, weight: Tensor, eps: Tensor) -> Tensor:
+    """RMSNorm of fp32 ``x`` exactly as :class:`~slimtorch.llm.model.RMSNorm` computes it.
+
+    ``eps`` is a 0-d tensor: adding a Python float wraps it in a new tensor on every call.
+    """
+    return x * torch.rsqrt(torch.add(x.pow(2).mean(-1, keepdim=True), eps)) * weight
 
 
 def _norm_kernel(m: nn.Module) -> Fn:
     if type(m) is RMSNorm:
-        return partial(rms_norm, weight=m.weight, eps=m.eps)
+        return partial(rms_norm, weight=m.weight, eps=torch.tensor(m.eps, dtype=torch.float32))
     return m
 
 
@@ -164,12 +167,13 @@ class DecodePlan:
             raise ConfigError(f"KV cache: position {pos + 1} exceeds its length")
         self.cos_rot.copy_(self.rope_cos[pos])
         self.sin_rot.copy_(self.sin_signed[pos])
-        x = self.embed(tokens)  # [B,1,D]
+        x = self.embed(tokens.view(-1))  # [B,D]: activations stay 2-D (no reshapes)
         for blk, cache in zip(self.blocks, caches, strict=True):
             x = self._block_step(blk, cache.kv, x, pos)
-        return self.head(self.norm(x)).view(tokens.shape[0], -1)  # [B,V]
+        return self.head(self.norm(x)).float()  # [B,V]
 
     def _block_step(self, blk: _Block, kv: Tensor, x: Tensor, pos: int) -> Tensor:
+        # Quantized kernels return bf16; fp32 ops promote it exactly (as the layer's cast would).
         b, h, hd = x.shape[0], self.n_heads, self.head_dim
         r = blk.qkv(blk.norm1(x)).view(b, self.n_all, hd)  # [B, H+2Hkv, hd]
         flipped = r.view(b, self.n_all, 2, hd // 2).flip(2).view(b, self.n_all, hd)
@@ -179,9 +183,10 @@ class DecodePlan:
         k, v = cache.narrow(3, 0, pos + 1).unbind(0)  # [B,Hkv,pos+1,hd]
         q = r[:, :h].unsqueeze(2)  # [B,H,1,hd]
         y = F.scaled_dot_product_attention(q, k, v, enable_gqa=h != self.n_kv)  # [B,H,1,hd]
-        x = x + blk.wo(y.view(b, 1, h * hd))
-        gu = blk.w13(blk.norm2(x))  # [B,1,2*hidden]
-        return x + blk.w2(F.silu(gu[..., : blk.hidden]) * gu[..., blk.hidden :])
+        x = x + blk.wo(y.view(b, h * hd))
+        gu = blk.w13(blk.norm2(x))  # [B,2*hidden]
+        act = F.silu(gu[:, : blk.hidden].float()) * gu[:, blk.hidden :]  # fp32
+        return x + blk.w2(act)
 
 
 _PLANS: weakref.WeakKeyDictionary[Llama, DecodePlan] = weakref.WeakKeyDictionary()

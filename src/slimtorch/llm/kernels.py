@@ -285,27 +285,50 @@ def fuse_quantized(mods: Sequence[nn.Module]) -> nn.Module | None:
     return None
 
 
-def decode_kernel(m: nn.Module) -> Callable[[Tensor], Tensor]:
-    """The bare function a layer runs for a decode-shaped (few rows) input.
+def _bf16(x: Tensor) -> Tensor:
+    return x if x.dtype == torch.bfloat16 else x.to(torch.bfloat16)
 
-    Skips ``nn.Module.__call__`` and the row-count dispatch: ``F.linear`` for ``nn.Linear``,
-    the packed kernels for :class:`Int4Linear` / :class:`Int8Linear`, the module itself for
-    anything else (e.g. a compressed layer from another package).
+
+def int4_rows(x: Tensor, packed: Tensor, scales_zeros: Tensor, group_size: int) -> Tensor:
+    """``x @ W.T`` for 2-D ``x`` on the packed int4 kernel; bf16 out (no reshapes or casts)."""
+    return _INT4_MM(_bf16(x), packed, group_size, scales_zeros)
+
+
+def int8_rows(x: Tensor, w_int8: Tensor, scales: Tensor) -> Tensor:
+    """``x @ (w_int8 * scales).T`` for 2-D ``x`` on the int8 kernel; bf16 out."""
+    return _INT8_MM(_bf16(x), w_int8, scales)
+
+
+_INT4_MM = torch.ops.aten._weight_int4pack_mm_for_cpu.default
+_INT8_MM = torch.ops.aten._weight_int8pack_mm.default
+
+
+def decode_kernel(m: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The bare function a layer runs for a 2-D decode-shaped (few rows) input.
+
+    Skips ``nn.Module.__call__``, reshapes and the row-count dispatch: ``F.linear`` for
+    ``nn.Linear``, the packed kernels for :class:`Int4Linear` / :class:`Int8Linear` (they take
+    fp32 or bf16 rows and return **bf16**, exactly what the layer computes before its final
+    cast to fp32), the module itself for anything else (e.g. a compressed layer from another
+    package).
 
     Example:
         >>> lin = torch.nn.Linear(4, 2, bias=False)
         >>> x = torch.ones(1, 4)
         >>> torch.equal(decode_kernel(lin)(x), lin(x))
         True
+        >>> q = Int4Linear.from_linear(torch.nn.Linear(32, 16, bias=False))
+        >>> torch.equal(decode_kernel(q)(x.repeat(1, 8)).float(), q(x.repeat(1, 8)))
+        True
     """
     if type(m) is nn.Linear:
         return partial(F.linear, weight=m.weight, bias=m.bias)
     if isinstance(m, Int4Linear):
         return partial(
-            linear_int4, packed=m.packed, scales_zeros=m.scales_zeros, group_size=m.group_size
+            int4_rows, packed=m.packed, scales_zeros=m.scales_zeros, group_size=m.group_size
         )
     if isinstance(m, Int8Linear):
-        return partial(linear_int8, w_int8=m.w_int8, scales=m.scales)
+        return partial(int8_rows, w_int8=m.w_int8, scales=m.scales)
     return m
 
 
