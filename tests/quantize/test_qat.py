@@ -40,6 +40,7 @@ def test_lsq_activation_scale_learns_lsq_gradient():
 def test_qat_folds_bn_and_exports_to_a_matching_integer_model():
     splits = load_digits(seed=0)
     train, val, _ = make_loaders(splits, batch_size=64, seed=0)
+    train, val = list(train)[:4], list(val)[:2]  # a few batches: this tests wiring, not accuracy
     model = create_model("vgg")
     cfg = QATConfig(ptq=PTQConfig(calib_batches=2), epochs=2, lr=1e-3, freeze_bn_epoch=1)
     qmodel, report, fit_report = quantize_qat(model, train, val, cfg)
