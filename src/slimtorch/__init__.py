@@ -21,6 +21,7 @@ from slimtorch.models import ModelSpec, build_model, create_model
 from slimtorch.pipeline import run_pipeline
 from slimtorch.profile import ProfileConfig, profile_model
 from slimtorch.prune import PruneConfig, prune_model
+from slimtorch.quantize import PTQConfig, QATConfig, quantize_ptq, quantize_qat, to_integer
 from slimtorch.recipe import Recipe, load_recipe
 from slimtorch.resolve import resolve_model
 from slimtorch.train import FitConfig, evaluate, fit
@@ -33,8 +34,10 @@ __all__ = [
     "EncodeConfig",
     "FitConfig",
     "ModelSpec",
+    "PTQConfig",
     "ProfileConfig",
     "PruneConfig",
+    "QATConfig",
     "Recipe",
     "TestSettings",
     "benchmark",
@@ -51,8 +54,11 @@ __all__ = [
     "make_loaders",
     "profile_model",
     "prune_model",
+    "quantize_ptq",
+    "quantize_qat",
     "resolve_model",
     "run_pipeline",
     "save_checkpoint",
     "save_compressed",
+    "to_integer",
 ]

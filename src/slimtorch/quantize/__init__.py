@@ -13,6 +13,9 @@ Example:
 
 from __future__ import annotations
 
+from slimtorch.quantize.fold import fold_batchnorm
+from slimtorch.quantize.integer import IntegerModel, to_integer
+from slimtorch.quantize.intformat import load_integer_model, save_integer_model
 from slimtorch.quantize.kmeans import (
     KMeansConfig,
     kmeans_1d,
@@ -27,6 +30,7 @@ from slimtorch.quantize.mixed import (
     quantize_mixed,
     sensitivity_scan,
 )
+from slimtorch.quantize.observers import make_observer
 from slimtorch.quantize.packing import PackedTensor, pack, packed_nbytes, unpack
 from slimtorch.quantize.primitives import (
     PerChannel,
@@ -42,19 +46,24 @@ from slimtorch.quantize.primitives import (
     quantization_error,
     quantize,
 )
+from slimtorch.quantize.ptq import PTQConfig, quantize_ptq
+from slimtorch.quantize.qat import QATConfig, quantize_qat
 from slimtorch.quantize.report import LayerQuantReport, QuantReport, layer_report
 from slimtorch.quantize.trained import centroid_gradient, finetune_centroids
 
 __all__ = [
     "CodebookConv",
     "CodebookLinear",
+    "IntegerModel",
     "KMeansConfig",
     "LayerQuantReport",
     "MixedPrecisionConfig",
+    "PTQConfig",
     "PackedTensor",
     "PerChannel",
     "PerGroup",
     "PerTensor",
+    "QATConfig",
     "QParams",
     "QuantReport",
     "QuantSpec",
@@ -66,16 +75,23 @@ __all__ = [
     "dequantize",
     "fake_quantize",
     "finetune_centroids",
+    "fold_batchnorm",
     "kmeans_1d",
     "kmeans_codebook",
     "kmeans_quantize_model",
     "layer_report",
+    "load_integer_model",
+    "make_observer",
     "pack",
     "packed_nbytes",
     "qparams_from_range",
     "quantization_error",
     "quantize",
     "quantize_mixed",
+    "quantize_ptq",
+    "quantize_qat",
+    "save_integer_model",
     "sensitivity_scan",
+    "to_integer",
     "unpack",
 ]
