@@ -34,7 +34,7 @@ from slimtorch.profile.roofline import measure_machine
 
 TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "tinyshakespeare.txt"
 OUT = Path(__file__).resolve().parent / "results" / "llm_inference.json"
-MODES = ("fp32", "int8", "int4")
+MODES = ("fp32", "int8", "int4")  # int4 once per --group-sizes entry
 
 
 def time_prefill(model: torch.nn.Module, ids: list[int]) -> float:
@@ -118,16 +118,15 @@ def summarize(rec: dict, nbytes: dict, bw: dict, args: argparse.Namespace) -> li
 
 def targets(rows: list[dict]) -> dict[str, float]:
     get = {(r["engine"], r["format"]): r for r in rows}
-    ours4, ours32 = get[("ours", "int4")], get[("ours", "fp32")]
-    out = {"int4_prefill_vs_fp32": ours4["prefill"] / ours32["prefill"]}
-    if ("transformers", "fp32") in get:
-        out["int4_decode_vs_transformers_fp32"] = (
-            ours4["best_decode_tok_s"] / get[("transformers", "fp32")]["best_decode_tok_s"]
-        )
-    if ("llama.cpp", "Q4_0") in get:
-        out["int4_decode_vs_llamacpp_q4_0"] = (
-            ours4["best_decode_tok_s"] / get[("llama.cpp", "Q4_0")]["best_decode_tok_s"]
-        )
+    out = {}
+    for fmt in [f for e, f in get if e == "ours" and f.startswith("int4")]:
+        ours4, ours32 = get[("ours", fmt)], get[("ours", "fp32")]
+        out[f"{fmt}_prefill_vs_fp32"] = ours4["prefill"] / ours32["prefill"]
+        for ref in (("transformers", "fp32"), ("llama.cpp", "Q4_0")):
+            if ref in get:
+                out[f"{fmt}_decode_vs_{ref[0]}_{ref[1]}"] = (
+                    ours4["best_decode_tok_s"] / get[ref]["best_decode_tok_s"]
+                )
     return out
 
 
@@ -137,7 +136,7 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--group-size", type=int, default=32)
+    ap.add_argument("--group-sizes", type=int, nargs="+", default=[32, 64], help="int4 groups")
     ap.add_argument("--hf-python", default="", help="python of a venv with transformers")
     ap.add_argument("--hf-folder", default="", help="HF folder of the model (save_hf)")
     ap.add_argument("--llama-bench", default="", help="llama-bench binary")
@@ -150,9 +149,11 @@ def main() -> None:
     ids = ids[: args.prompt_tokens]
     models = {}
     for mode in MODES:
-        models[mode] = copy.deepcopy(loaded.model)
-        convert_linears(models[mode], KernelConfig(mode=mode, group_size=args.group_size))
-    nbytes = {("ours", m): weight_bytes_per_token(models[m]) for m in MODES}
+        for g in args.group_sizes if mode == "int4" else [args.group_sizes[0]]:
+            name = f"int4-g{g}" if mode == "int4" else mode
+            models[name] = copy.deepcopy(loaded.model)
+            convert_linears(models[name], KernelConfig(mode=mode, group_size=g))
+    nbytes = {("ours", m): weight_bytes_per_token(models[m]) for m in models}
     nbytes[("transformers", "fp32")] = nbytes[("ours", "fp32")]
     for spec in args.gguf:
         name, path = spec.split("=", 1)
