@@ -56,11 +56,13 @@ __all__ = [
     "to_sparse",
 ]
 
-# PENDING MEASUREMENT: conservative values from shared/KERNELS.md until the first run of
-# benchmarks/bench_sparse_breakeven.py replaces them. kind -> batch size -> break-even sparsity.
+# Measured by benchmarks/bench_sparse_breakeven.py on 2026-11-30 (1 torch thread; Linear
+# 1024x1024, 3x3 conv 64->64 on 16x16; BENCHMARKS.md, "Pruning: channel surgery and sparse
+# execution"; raw rows in benchmarks/results/sparse_breakeven.json): kind -> batch size ->
+# the sparsity from which CSR beat the best dense fp32 kernel (None: never up to 99%).
 BREAKEVEN: dict[str, dict[int, float | None]] = {
-    "linear": {1: 0.7, 8: 0.8, 64: 0.9},
-    "conv2d": {1: None, 8: None, 64: None},
+    "linear": {1: 0.98, 8: 0.9, 64: 0.9},
+    "conv2d": {1: 0.95, 8: None, 64: None},
 }
 
 
@@ -251,7 +253,9 @@ def to_sparse(
         >>> m = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
         >>> with torch.no_grad():
         ...     _ = m[0].weight.mul_(torch.rand(64, 64) > 0.95)
-        >>> [type(x).__name__ for x in to_sparse(m, batch_size=1)]
+        >>> [type(x).__name__ for x in to_sparse(m, min_sparsity=0.9)]
+        ['SparseLinear', 'ReLU', 'Linear']
+        >>> [type(x).__name__ for x in to_sparse(m, batch_size=64)]  # break-even there: 90%
         ['SparseLinear', 'ReLU', 'Linear']
     """
     if min_sparsity is not None and not 0 <= min_sparsity <= 1:
