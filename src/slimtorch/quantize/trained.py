@@ -67,7 +67,7 @@ def finetune_centroids(
     lr: float = DEFAULT_CENTROID_LR,
     *,
     train_other: bool = False,
-    freeze_bn: bool = True,
+    freeze_bn: bool = False,
     seed: int = 0,
     progress: bool = True,
 ) -> FitReport:
