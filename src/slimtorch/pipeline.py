@@ -289,6 +289,11 @@ def _run_centroids(state, cfg, recipe, loaders, progress) -> None:
     # finetune_centroids has no loss hook: same recipe (only codebooks learn) with KD's loss
     centroids = {id(m.codebook) for m in codebook_layers(state.model).values()}
     saved = {p: p.requires_grad for p in state.model.parameters()}
+    frozen = [  # as finetune_centroids(freeze_bn=True): BatchNorm keeps its running statistics
+        m.register_forward_pre_hook(_bn_eval)
+        for m in state.model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     try:
         for p in state.model.parameters():
             p.requires_grad_(id(p) in centroids)
@@ -303,8 +308,15 @@ def _run_centroids(state, cfg, recipe, loaders, progress) -> None:
         )
     finally:
         kd.close()
+        for handle in frozen:
+            handle.remove()
         for p, flag in saved.items():
             p.requires_grad_(flag)
+
+
+def _bn_eval(module: nn.Module, args: object) -> None:
+    """Forward pre-hook: run this BatchNorm layer on its running statistics."""
+    module.eval()
 
 
 def _run_bias_kmeans(state, cfg, recipe, loaders, progress) -> None:

@@ -1,0 +1,90 @@
+"""Distillation inside the pipeline: the teacher is the model before compression, and a
+distilled centroid fine-tune trains exactly what the plain one trains (BatchNorm frozen)."""
+
+from __future__ import annotations
+
+import torch
+
+import slimtorch.pipeline as pipeline
+from slimtorch.models import build_model, make_spec
+from slimtorch.pipeline import run_pipeline
+from slimtorch.recipe import parse_recipe
+
+RECIPE = """
+[distill]
+temperature = 2.0
+alpha = 0.5
+[[stage]]
+kind = "prune"
+sparsity = 0.8
+[[stage]]
+kind = "finetune"
+epochs = 1
+distill = true
+[[stage]]
+kind = "kmeans"
+bits = 3
+[[stage]]
+kind = "finetune_centroids"
+epochs = 2
+distill = {kd}
+"""
+
+
+def _data(n: int = 64, size: int = 4) -> list:
+    g = torch.Generator().manual_seed(0)
+    x = 3 * torch.randn(n, 1, size, size, generator=g) + 1  # BN statistics far from 0 / 1
+    y = (x.flatten(1).sum(1) > 16).long()
+    return [(x[i : i + 16], y[i : i + 16]) for i in range(0, n, 16)]
+
+
+def _bn_model() -> tuple[torch.nn.Module, object]:
+    spec = make_spec("lenet300", image_size=4, norm="batch")
+    torch.manual_seed(0)
+    return build_model(spec), spec
+
+
+def _running_stats(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+
+def test_teacher_is_the_uncompressed_model_in_eval_mode(monkeypatch) -> None:
+    model, spec = _bn_model()
+    model.train()  # the teacher must still run with running statistics
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+    real = pipeline.Distiller
+
+    def spy(student, teacher, config):
+        kd = real(student, teacher, config)
+        seen.append(kd.teacher)
+        return kd
+
+    monkeypatch.setattr(pipeline, "Distiller", spy)
+    data = _data()
+    run_pipeline(model, spec, parse_recipe(RECIPE.format(kd="true"), "t.toml"),
+                 (data, data, data), progress=False)  # fmt: skip
+    assert len(seen) == 2  # the finetune and the centroid stage
+    for teacher in seen:
+        assert not teacher.training and not any(m.training for m in teacher.modules())
+        state = teacher.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in original.items())  # dense, unpruned
+
+
+def test_distilled_centroid_finetune_freezes_batchnorm_like_the_plain_one() -> None:
+    """Oracle: ``finetune_centroids`` (freeze_bn) leaves BatchNorm statistics untouched; the
+    KD path of the centroid stage must train the same parameters the same way."""
+    data = _data()
+    after = {}
+    for kd in ("false", "true"):
+        model, spec = _bn_model()
+        before = {}
+
+        def grab(record, model=model, before=before):
+            if record.stage == "kmeans":
+                before.update(_running_stats(model))
+
+        result = run_pipeline(model, spec, parse_recipe(RECIPE.format(kd=kd), "t.toml"),
+                              (data, data, data), progress=False, on_stage=grab)  # fmt: skip
+        after[kd] = _running_stats(result.model)
+        assert before and all(torch.equal(after[kd][k], v) for k, v in before.items()), kd
