@@ -24,6 +24,7 @@ from slimtorch.bench.accuracy import (
     check_division,
     perplexity_quality,
 )
+from slimtorch.bench.adapters import register_all as _register_adapters
 from slimtorch.bench.clock import RealClock, SimulatedSUT, VirtualClock
 from slimtorch.bench.harness import EvalData, benchmark, benchmark_llm, load_eval_data
 from slimtorch.bench.llm import LLMResult, LLMSettings, run_llm
@@ -41,6 +42,8 @@ from slimtorch.bench.results import ScenarioResult
 from slimtorch.bench.samples import ListSamples, TensorSamples, poisson_arrivals
 from slimtorch.bench.settings import TestSettings
 from slimtorch.bench.sut import BenchTarget, SUTAdapter, load_target, register_sut_adapter
+
+_register_adapters()  # sparse:, int8:, kmeansN:, ptqN:, .slim, LLM generators
 
 __all__ = [
     "BenchRecord",
