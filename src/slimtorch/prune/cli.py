@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fine-tuning epochs (per round when iterative; total when gradual) (default 0)",
     )
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (Adam)")
+    p.add_argument(
+        "--scheduler",
+        choices=("none", "cosine"),
+        default="none",
+        help="lr schedule of each fine-tuning run (cosine: annealed to 0) (default none)",
+    )
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches (default 8)")
     p.add_argument("--data", default=None, help="data (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
@@ -104,6 +110,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("params", "macs"),
         default="params",
         help="with --sensitivity: --sparsity counts parameters or MACs (default params)",
+    )
+    p.add_argument(
+        "--surgery",
+        action="store_true",
+        help="physically remove channels (a smaller dense model, traced with torch.fx): "
+        "--sparsity is the fraction of channels removed from every prunable channel group",
+    )
+    p.add_argument(
+        "--importance",
+        default="l1",
+        choices=("l1", "l2", "bn"),
+        help="with --surgery: rank channels by filter L1/L2 norm or BatchNorm |gamma| (default l1)",
+    )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        help="with --surgery: round kept channel counts up to a multiple of this (default 1)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
@@ -125,6 +149,7 @@ def config_from_args(args: argparse.Namespace, seed: int) -> Any:
         iterations=args.iterations,
         finetune_epochs=args.finetune_epochs,
         lr=args.lr,
+        scheduler=args.scheduler,
         calib_batches=args.calib_batches,
         seed=seed,
     )
@@ -143,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     model, spec, metrics = load_checkpoint(args.checkpoint)
     data = args.data or str(metrics.get("data", "digits"))
     seed = args.seed if args.seed is not None else int(metrics.get("seed", 0))
+    if args.surgery:
+        return _run_surgery(args, model, spec, data, seed)
     config = config_from_args(args, seed)
     splits = load_data(data, seed=seed)
     train, val, test = make_loaders(splits, args.batch_size, seed=seed)
@@ -185,3 +212,56 @@ def _sensitivity(model, config, args, train, val) -> dict[str, float]:
     plot_sensitivity(result["curves"], out / "sensitivity.png", result["baseline"])
     atomic_write_text(out / "sensitivity.json", json.dumps(result, indent=2) + "\n")
     return result["proposal"]
+
+
+def _run_surgery(args: argparse.Namespace, model: Any, spec: Any, data: str, seed: int) -> int:
+    """``--surgery``: remove channels for real, fine-tune, save a reloadable checkpoint."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from slimtorch.checkpoint import save_checkpoint
+    from slimtorch.data import load_data, make_loaders
+    from slimtorch.io import atomic_write_text
+    from slimtorch.prune.physical import SurgeryConfig, surgery_prune
+    from slimtorch.prune.surgery import pruned_spec
+
+    config = SurgeryConfig(
+        ratio=args.sparsity,
+        importance=args.importance,
+        round_to=args.round_to,
+        finetune_epochs=args.finetune_epochs,
+        lr=args.lr,
+        seed=seed,
+    )
+    splits = load_data(data, seed=seed)
+    loaders = make_loaders(splits, args.batch_size, seed=seed)
+    example = splits.train[0][0].unsqueeze(0)
+    small, report = surgery_prune(model, example, config, loaders, progress=not args.quiet)
+    final = report.accuracy_finetuned if report.accuracy_finetuned is not None else None
+    metrics = {
+        "data": data,
+        "seed": seed,
+        "pruned_from": str(args.checkpoint),
+        "test_accuracy": final if final is not None else report.accuracy_pruned,
+        "surgery": {"ratio": config.ratio, "importance": config.importance},
+    }
+    save_checkpoint(args.out, small, pruned_spec(spec, small), metrics, overwrite=args.overwrite)
+    payload = {k: getattr(report, k) for k in report.__dataclass_fields__}
+    atomic_write_text(Path(args.out) / "prune_report.json", json.dumps(payload, indent=2) + "\n")
+    if not args.quiet:
+        t = Table(title=f"channel surgery: {config.ratio:.0%} of channels removed per group")
+        for col in ("layer", "weight before", "weight after"):
+            t.add_column(col)
+        for row in report.layers:
+            t.add_row(*row)
+        Console(width=120).print(t)
+    ft = "-" if final is None else f"{final:.4f}"
+    print(
+        f"pruned checkpoint {args.out}: params {report.params_before:,} -> "
+        f"{report.params_after:,}, MACs {report.macs_before:,} -> {report.macs_after:,}, "
+        f"test accuracy {report.accuracy_before:.4f} -> {report.accuracy_pruned:.4f} "
+        f"(fine-tuned {ft})"
+    )
+    return 0
