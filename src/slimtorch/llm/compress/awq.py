@@ -30,13 +30,17 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from slimtorch.llm.compress.arch import ArchSpec, ScaleGroup, linear
-from slimtorch.llm.compress.calibrate import BlockInputs, observe_inputs, record_calls
+from slimtorch.llm.compress.arch import ArchSpec, linear
+from slimtorch.llm.compress.calibrate import BlockInputs, observe_inputs, record_many, subsample
 from slimtorch.llm.compress.config import AWQConfig
 from slimtorch.llm.compress.rtn import fake_quantize, grouped, rtn_quantize, ungrouped
 
 MIN_SCALE = 1e-4  # llm-awq clamps s_X^alpha from below before normalising
-CLIP_ROW_BATCH = 64  # output rows searched at once (bounds the search's memory)
+CLIP_ROW_BATCH = 256  # output rows searched at once (bounds the search's memory)
+# The alpha grid's loss and the clipping search read whole calibration sequences spread over
+# the set, at most this many tokens (the activation statistics s_X use every token). The
+# search only ranks 20 grid points, and this keeps its cost independent of --n-samples.
+SEARCH_TOKENS = 1024
 
 LossFn = Callable[[Sequence[torch.Tensor]], float]
 
@@ -188,8 +192,9 @@ def awq_quantize_layer(w: torch.Tensor, x: torch.Tensor, config: AWQConfig) -> t
     return rtn_quantize(ws, config.rtn()) / s[None, :]
 
 
-def _group_loss(block: nn.Module, group: ScaleGroup, calls: list, lins: list[nn.Linear]) -> LossFn:
-    inspect = block.get_submodule(group.inspect)
+def _group_loss(inspect: nn.Module, calls: list, lins: list[nn.Linear]) -> LossFn:
+    """Output MSE of ``inspect`` over recorded ``calls`` with candidate weights swapped in;
+    the fp32 reference outputs are computed once."""
     refs = [inspect(*a, **k) for a, k in calls]
     originals = [lin.weight.data for lin in lins]
 
@@ -209,24 +214,61 @@ def _group_loss(block: nn.Module, group: ScaleGroup, calls: list, lins: list[nn.
     return loss
 
 
+def input_means(block: nn.Module, names: Sequence[str], inputs: BlockInputs) -> dict:
+    """Mean ``|x|`` per input channel of each named submodule, over every calibration token,
+    accumulated in one block run without keeping the activations.
+
+    Example:
+        >>> blk = nn.Sequential(nn.Linear(2, 2))
+        >>> input_means(blk, ["0"], BlockInputs([torch.tensor([[[1.0, -3.0]]])], (), {}))
+        {'0': tensor([1., 3.])}
+    """
+    sums: dict[str, torch.Tensor] = {}
+    counts = dict.fromkeys(names, 0)
+
+    def observer(name: str) -> Callable[[torch.Tensor], None]:
+        def add(x: torch.Tensor) -> None:
+            x = x.reshape(-1, x.shape[-1]).abs().float()
+            sums[name] = sums[name] + x.sum(0) if name in sums else x.sum(0)
+            counts[name] += x.shape[0]
+
+        return add
+
+    observe_inputs(block, {n: observer(n) for n in names}, inputs)
+    return {n: sums[n] / counts[n] for n in names}
+
+
 def _out_width(prev: nn.Module) -> int:
     return prev.out_features if isinstance(prev, nn.Linear) else int(prev.weight.shape[0])
 
 
 @torch.no_grad()
 def awq_scale_block(
-    block: nn.Module, spec: ArchSpec, inputs: BlockInputs, config: AWQConfig
+    block: nn.Module,
+    spec: ArchSpec,
+    inputs: BlockInputs,
+    config: AWQConfig,
+    search_tokens: int = SEARCH_TOKENS,
 ) -> dict[str, float]:
-    """Search and fold the scales of every scaling group of one block; returns alpha per group."""
-    report: dict[str, float] = {}
+    """Search and fold the scales of every scaling group of one block; returns alpha per group.
+
+    ``s_X`` comes from every token; the inspected modules' inputs are recorded once, before
+    any folding, on a subsample of ``search_tokens`` (folding is exact in fp32 and only
+    changes the folded group's own linears' inputs, so later groups see the same inputs).
+    """
+    groups = []
     for group in spec.scale_groups:
         prev, lins = block.get_submodule(group.prev), [linear(block, n) for n in group.linears]
-        if _out_width(prev) != lins[0].in_features:
-            continue  # e.g. wv -> wo under grouped-query attention
-        calls = record_calls(block, group.inspect, inputs)
-        x_mean = activation_scale(torch.cat([a[0].reshape(-1, a[0].shape[-1]) for a, _ in calls]))
-        loss = _group_loss(block, group, calls, lins)
-        s, alpha, _ = search_scale(x_mean, [lin.weight.data for lin in lins], loss, config)
+        if _out_width(prev) == lins[0].in_features:  # skips e.g. wv -> wo under GQA
+            groups.append((group, prev, lins))
+    names = list(dict.fromkeys(g.inspect for g, _, _ in groups))
+    means = input_means(block, names, inputs)
+    calls = record_many(block, names, subsample(inputs, search_tokens))
+    report: dict[str, float] = {}
+    for group, prev, lins in groups:
+        loss = _group_loss(block.get_submodule(group.inspect), calls[group.inspect], lins)
+        weights = [lin.weight.data for lin in lins]
+        s, alpha, _ = search_scale(means[group.inspect], weights, loss, config)
         fold_scales(prev, lins, s)
         report[group.prev] = alpha
     return report
@@ -234,7 +276,11 @@ def awq_scale_block(
 
 @torch.no_grad()
 def awq_block(
-    block: nn.Module, spec: ArchSpec, inputs: BlockInputs, config: AWQConfig
+    block: nn.Module,
+    spec: ArchSpec,
+    inputs: BlockInputs,
+    config: AWQConfig,
+    search_tokens: int = SEARCH_TOKENS,
 ) -> dict[str, float]:
     """AWQ on one block in place: scales, folding, clipping search, round-to-nearest.
 
@@ -243,21 +289,23 @@ def awq_block(
         spec: its architecture table.
         inputs: its calibration inputs.
         config: AWQ settings.
+        search_tokens: tokens (whole sequences) the scale and clipping searches measure on.
 
     Returns:
         The chosen alpha per scaling group (keyed by the group's ``prev``).
     """
-    report = awq_scale_block(block, spec, inputs, config)
+    report = awq_scale_block(block, spec, inputs, config, search_tokens)
     names = spec.linears
     clip_names = [n for n in names if n not in spec.no_clip] if config.clip else []
-    stride = max(1, inputs.tokens() // config.clip_tokens)
+    sub = subsample(inputs, search_tokens)
+    stride = max(1, sub.tokens() // config.clip_tokens)
     samples: dict[str, list[torch.Tensor]] = {n: [] for n in clip_names}
     observers = {
         n: (lambda x, n=n: samples[n].append(x.reshape(-1, x.shape[-1])[::stride]))
         for n in clip_names
     }
     if observers:
-        observe_inputs(block, observers, inputs)
+        observe_inputs(block, observers, sub)
     for name in names:
         lin = linear(block, name)
         w = lin.weight.data

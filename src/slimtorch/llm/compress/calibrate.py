@@ -51,6 +51,34 @@ class BlockInputs:
         return sum(h.shape[0] * h.shape[1] for h in self.hidden)
 
 
+def subsample(inputs: BlockInputs, max_tokens: int) -> BlockInputs:
+    """At most ``max_tokens`` tokens of ``inputs`` as whole sequences spread evenly over the
+    calibration set (whole sequences, because attention needs its context).
+
+    Args:
+        inputs: a block's calibration inputs (chunks of ``(batch, seq, dim)``).
+        max_tokens: token budget (at least one sequence is always kept).
+
+    Returns:
+        ``inputs`` itself when it fits, else new inputs with fewer sequences per chunk.
+
+    Example:
+        >>> h = [torch.arange(4.0).reshape(2, 2, 1), torch.arange(4.0, 8).reshape(2, 2, 1)]
+        >>> sub = subsample(BlockInputs(h, (), {}), 4)
+        >>> [c[:, 0, 0].tolist() for c in sub.hidden]
+        [[0.0], [6.0]]
+    """
+    seqs = [(c, j) for c, h in enumerate(inputs.hidden) for j in range(h.shape[0])]
+    keep = max(1, max_tokens // inputs.hidden[0].shape[1])
+    if keep >= len(seqs):
+        return inputs
+    picks = torch.linspace(0, len(seqs) - 1, keep).round().long().tolist()
+    by_chunk: dict[int, list[int]] = {}
+    for i in picks:
+        by_chunk.setdefault(seqs[i][0], []).append(seqs[i][1])
+    return inputs.with_hidden([inputs.hidden[c][rows] for c, rows in by_chunk.items()])
+
+
 @torch.no_grad()
 def capture_block_inputs(
     model: nn.Module, blocks: nn.ModuleList, tokens: torch.Tensor, batch_size: int
@@ -131,6 +159,35 @@ def record_calls(block: nn.Module, name: str, inputs: BlockInputs) -> list[tuple
         run_block(block, inputs)
     finally:
         handle.remove()
+    return calls
+
+
+@torch.no_grad()
+def record_many(
+    block: nn.Module, names: list[str], inputs: BlockInputs
+) -> dict[str, list[tuple[tuple, dict]]]:
+    """``record_calls`` for several submodules in a single block run.
+
+    Example:
+        >>> blk = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+        >>> calls = record_many(blk, ["0", "1"], BlockInputs([torch.ones(1, 3, 2)], (), {}))
+        >>> [len(c) for c in calls.values()]
+        [1, 1]
+    """
+    calls: dict[str, list[tuple[tuple, dict]]] = {n: [] for n in names}
+    handles = []
+    for name in names:
+
+        def hook(_m: nn.Module, args: tuple, kwargs: dict, name: str = name) -> None:
+            args = tuple(a.detach() if torch.is_tensor(a) else a for a in args)
+            calls[name].append((args, kwargs))
+
+        handles.append(block.get_submodule(name).register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        run_block(block, inputs)
+    finally:
+        for h in handles:
+            h.remove()
     return calls
 
 
