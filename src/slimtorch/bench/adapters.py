@@ -49,6 +49,7 @@ INTEGER_FORMAT = "slimtorch-integer-model"  # slimtorch.quantize.intformat.FORMA
 INTEGER_FILE = "int8.safetensors"  # what ``slimtorch quantize --integer`` writes in --out
 COMPRESSED_SUFFIX = ".slim"
 DEFAULT_NEW_TOKENS = 32
+LLM_WARMUP_TOKENS = 2  # one untimed request at load: the decode plan is built lazily
 DEFAULT_INT4_GROUP = 32  # slimtorch.llm.kernels.KernelConfig's default group size
 SPARSE_DEFAULT_BATCH = 1  # SingleStream's batch: the break-even row used by plain ``sparse:``
 PTQ_ACTIVATION_BITS = 8
@@ -87,7 +88,10 @@ def _checkpoint(path: str) -> tuple[nn.Module, Any, dict[str, Any]]:
 
 
 def _label(path: str, tag: str) -> str:
+    """``folder[tag]`` for checkpoint folders and their files, ``stem[tag]`` for other files."""
     p = Path(path)
+    if p.is_file() and p.name not in ("model.json", "model.safetensors", INTEGER_FILE):
+        return f"{p.stem}[{tag}]"
     return f"{(p if p.is_dir() else p.parent).name or p.name}[{tag}]"
 
 
@@ -268,6 +272,8 @@ def _load_llm(source: str, _options: LoadOptions) -> BenchTarget:
     loaded = load_model(src)
     prompts, model = _prompts(loaded), loaded.model.eval()
     converted = convert_linears(model, KernelConfig(mode=mode, group_size=group))
+    for _ in stream_tokens(model, prompts[0], LLM_WARMUP_TOKENS):  # untimed: builds the plan
+        pass
     tag = mode if mode != "int4" else f"int4g{group}"
     return BenchTarget(
         f"{Path(src).stem or src}[{tag}]",
