@@ -180,3 +180,40 @@ def test_llm_adapter_through_benchmark_llm(tmp_path: Path) -> None:
         assert r.output_tokens == 4 * 5 and r.valid
         assert r.tpot is not None and r.ttft.percentiles[50.0] > 0
     assert results[1].label.endswith("[int4g32]")
+
+
+def test_cli_bench_takes_every_classifier_artefact(tmp_path: Path) -> None:
+    """``slimtorch bench`` on a checkpoint, its sparse, int8, k-means and .slim forms."""
+    import json
+
+    from slimtorch.cli import main
+    from slimtorch.encode import save_compressed
+
+    folder, dense = _lenet300(tmp_path, sparsity=0.9)
+    save_compressed(tmp_path / "m.slim", dense, make_spec("lenet300"))
+    path, _ = _integer_model(tmp_path)  # a LeNet-5 on 8x8: same data shape
+    sources = [str(folder), f"sparse=0.5:{folder}", f"kmeans4:{folder}", str(tmp_path / "m.slim"),
+               str(path)]  # fmt: skip
+    out = tmp_path / "r.json"
+    args = ["bench", *sources, "--min-duration", "0", "--min-queries", "8", "--warmup", "1",
+            "--accuracy", "--quiet", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    records = json.loads(out.read_text())["records"]
+    adapters = ["model", "sparse", "kmeans", "slim", "int8"]
+    assert [r["label"].endswith("]") for r in records] == [a != "model" for a in adapters]
+    assert all(r["division"]["verdict"] in ("PASS", "FAIL") for r in records)
+    assert records[3]["quality"]["value"] == records[0]["quality"]["value"]  # .slim: same model
+
+
+def test_cli_bench_generators(tmp_path: Path) -> None:
+    import json
+
+    from slimtorch.cli import main
+
+    path = _tiny_gguf(tmp_path)
+    out = tmp_path / "llm.json"
+    args = ["bench", f"{path}#3", f"{path}@int8#3", "--min-queries", "2", "--quiet",
+            "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads(out.read_text())
+    assert [r["output_tokens"] for r in results] == [6, 6]
