@@ -239,7 +239,23 @@ def main() -> None:
         payload[group]["seconds"] = time.perf_counter() - start
         payload["seconds"] = time.perf_counter() - t0
         atomic_write_text(args.out, json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out} ({time.perf_counter() - t0:.0f} s)")
+    payload["markdown_all"] = tables_markdown(payload, args)
+    atomic_write_text(args.out, json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"\n{payload['markdown_all']}\nwrote {args.out} ({time.perf_counter() - t0:.0f} s)")
+
+
+def tables_markdown(payload: dict, args: argparse.Namespace) -> str:
+    """Every comparison table of the run, for BENCHMARKS.md."""
+    parts = [f"`{payload['command']}` ({payload['date']}, {payload['threads']} thread(s))\n"]
+    for group in args.groups:
+        g = payload[group]
+        if group == "llm":
+            parts.append(f"#### SmolLM2-135M: SingleStream\n\n{g['markdown']}\n")
+            continue
+        for scenario, table in g["markdown"].items():
+            parts.append(f"#### {group} ({g['data']}): {scenario}\n\n{table}")
+        parts.append(f"artefacts: `{json.dumps(g['artefacts'])}`\n")
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":
