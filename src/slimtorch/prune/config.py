@@ -29,6 +29,7 @@ CRITERIA: tuple[str, ...] = (
 CHANNEL_ONLY = ("bn_gamma", "apoz")  # scores of whole output channels
 ALLOCATIONS: tuple[str, ...] = ("uniform", "global")
 SCHEDULES: tuple[str, ...] = ("oneshot", "iterative", "gradual")
+LR_SCHEDULERS: tuple[str, ...] = ("none", "cosine")  # as slimtorch.train.FitConfig.scheduler
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class PruneConfig:
         finetune_epochs: fine-tuning epochs (per iteration for ``iterative``; total for
             ``gradual``, which needs at least 1).
         lr: fine-tuning learning rate (Adam).
+        scheduler: the learning-rate schedule of each fine-tuning run (``none`` or ``cosine``,
+            annealed to 0 over that run's epochs: every round of ``iterative`` restarts it).
         calib_batches: calibration batches for data-driven criteria.
         seed: seeds fine-tuning and random choices.
 
@@ -69,6 +72,7 @@ class PruneConfig:
     iterations: int = 3
     finetune_epochs: int = 0
     lr: float = 1e-3
+    scheduler: str = "none"
     calib_batches: int = 8
     seed: int = 0
 
@@ -83,6 +87,7 @@ class PruneConfig:
         _check_choice("criterion", self.criterion, CRITERIA)
         _check_choice("allocation", self.allocation, ALLOCATIONS)
         _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("scheduler", self.scheduler, LR_SCHEDULERS)
         _check_int("iterations", self.iterations, 1)
         _check_int("finetune_epochs", self.finetune_epochs, 0)
         _check_int("calib_batches", self.calib_batches, 1)

@@ -131,7 +131,7 @@ def _finetune(
 ) -> None:  # fmt: skip
     if epochs < 1:
         return
-    fit_cfg = FitConfig(epochs=epochs, lr=config.lr, seed=config.seed)
+    fit_cfg = FitConfig(epochs=epochs, lr=config.lr, scheduler=config.scheduler, seed=config.seed)
     fit(
         model, train, val, fit_cfg, progress=progress,
         after_backward=keeper.after_backward, after_step=after_step or keeper.after_step,
