@@ -99,3 +99,36 @@ def test_dead_input_column_is_zeroed_and_solve_is_finite():
     acc.add_batch(x)
     q = gptq_quantize(w, acc.hessian(), GPTQConfig(bits=4, group_size=None))
     assert torch.isfinite(q).all()
+
+
+def test_compress_model_writes_back_gptq_solved_on_quantized_inputs():
+    """End to end: every linear ends up as ``gptq_quantize`` of its weight with the Hessian of
+    its inputs in the model whose earlier linears (this block's earlier groups, earlier blocks)
+    are already quantized -- the solver's output, computed here by a naive full-model pass."""
+    from llm_compress_helpers import calib_tokens, tiny_llama
+
+    from slimtorch.llm.compress import CalibConfig, compress_model
+    from slimtorch.llm.compress.arch import LLAMA, linear
+
+    config = GPTQConfig(bits=3, group_size=16)
+    tokens = calib_tokens(6)
+    model, ref = tiny_llama(seed=5), tiny_llama(seed=5)
+    compress_model(model, config, tokens, CalibConfig(n_samples=6, seq_len=32, batch_size=6))
+    for block in ref.layers:
+        for group in LLAMA.input_groups:
+            accs = {n: HessianAccumulator(linear(block, n).in_features) for n in group}
+            hooks = [
+                linear(block, n).register_forward_pre_hook(
+                    lambda _m, a, acc=accs[n]: acc.add_batch(a[0])
+                )
+                for n in group
+            ]
+            with torch.no_grad():
+                ref(tokens)
+            for h in hooks:
+                h.remove()
+            for n in group:
+                lin = linear(block, n)
+                lin.weight.data = gptq_quantize(lin.weight.data, accs[n].hessian(), config)
+    for (name, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
