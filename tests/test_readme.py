@@ -32,3 +32,29 @@ def test_readme_commands_are_make_targets() -> None:
         assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), target
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def cli_lines(text: str) -> list[str]:
+    """`slimtorch ...` command lines of the README's sh blocks (continuations joined)."""
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL):
+        joined = block.replace("\\\n", " ")
+        for line in joined.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("slimtorch "):
+                lines.append(line)
+    return lines
+
+
+def test_readme_cli_lines_parse() -> None:
+    import shlex
+
+    from slimtorch.cli import build_parser
+
+    lines = cli_lines(README)
+    assert len(lines) >= 10
+    parser = build_parser()
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        args = parser.parse_args(argv)  # an unknown option or verb exits with status 2
+        assert callable(args.func), line

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
         prog="slimtorch",
-        description="Make neural networks small and fast: measure, train and (soon) compress.",
+        description="Make neural networks small and fast: measure, prune, quantize, encode, "
+        "distill, benchmark.",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
