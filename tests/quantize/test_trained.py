@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,8 +15,13 @@ from slimtorch.errors import ConfigError
 from slimtorch.models import create_model
 from slimtorch.quantize.kmeans import KMeansConfig, kmeans_codebook, kmeans_quantize_model
 from slimtorch.quantize.kmeans_module import CodebookConv, CodebookLinear
-from slimtorch.quantize.trained import centroid_gradient, codebook_layers, finetune_centroids
-from slimtorch.train import evaluate
+from slimtorch.quantize.trained import (
+    centroid_gradient,
+    codebook_layers,
+    finetune_centroids,
+    recalibrate_bn,
+)
+from slimtorch.train import FitConfig, evaluate, fit
 
 
 def loop_sum(grad: torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
@@ -91,3 +98,68 @@ def _first_linear(model: nn.Module) -> str:
 def test_finetune_needs_codebook_layers() -> None:
     with pytest.raises(ConfigError):
         finetune_centroids(nn.Linear(2, 2), [(torch.randn(2, 2), torch.tensor([0, 1]))])
+
+
+def _digits_2bit() -> tuple[nn.Module, object, object]:
+    splits = load_digits(seed=0)
+    train, val, _ = make_loaders(splits, batch_size=64, seed=0)
+    torch.manual_seed(0)
+    model = create_model("lenet300")
+    fit(model, train, None, FitConfig(epochs=2), progress=False)
+    q, _ = kmeans_quantize_model(model, KMeansConfig(bits=2))
+    return q, train, val
+
+
+def test_keep_best_restores_the_best_epoch_by_validation() -> None:
+    q, train, val = _digits_2bit()
+    rerun = copy.deepcopy(q)
+    start = evaluate(q, val).accuracy
+    report = finetune_centroids(q, train, val, epochs=4, lr=3e-2, keep_best=True, progress=False)
+    accs = [start] + [e.val_accuracy for e in report.history]
+    best = max(range(len(accs)), key=lambda i: (accs[i], -i))  # earliest best
+    assert evaluate(q, val).accuracy == accs[best]
+    # oracle: an independent run of exactly `best` epochs (same seed, fresh loaders)
+    _, train2, val2 = _digits_2bit()
+    if best:
+        finetune_centroids(rerun, train2, val2, epochs=best, lr=3e-2, progress=False)
+    for (n, a), (_, b) in zip(q.state_dict().items(), rerun.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=n)
+
+
+def test_keep_best_keeps_the_start_when_training_only_hurts() -> None:
+    q, train, val = _digits_2bit()
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    report = finetune_centroids(q, train, val, epochs=2, lr=50.0, keep_best=True, progress=False)
+    assert evaluate(q, val).accuracy > 0.5  # a trained start
+    assert max(e.val_accuracy for e in report.history) < evaluate(q, val).accuracy
+    for k, v in q.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_cosine_schedule_and_option_errors() -> None:
+    q, train, val = _digits_2bit()
+    report = finetune_centroids(q, train, val, epochs=2, scheduler="cosine", progress=False)
+    assert [e.lr for e in report.history] == pytest.approx([1e-3, 0.5e-3])  # cos(pi/2) -> half
+    with pytest.raises(ConfigError, match="scheduler"):
+        finetune_centroids(q, train, scheduler="step", progress=False)
+    with pytest.raises(ConfigError, match="keep_best"):
+        finetune_centroids(q, train, None, keep_best=True, progress=False)
+
+
+def test_recalibrate_bn_matches_batch_statistics() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=0.3))
+    model.eval()
+    batches = [(torch.randn(16, 3) * (i + 1) + i, None) for i in range(3)]
+    assert recalibrate_bn(model, [*batches, (torch.randn(16, 3), None)], batches=3) == 3
+    # oracle: the pre-BN activations of each batch, averaged batch by batch
+    with torch.no_grad():
+        acts = [model[0](x) for x, _ in batches]
+    mean = torch.stack([a.mean(0) for a in acts]).mean(0)
+    var = torch.stack([a.var(0, unbiased=True) for a in acts]).mean(0)
+    torch.testing.assert_close(model[1].running_mean, mean)
+    torch.testing.assert_close(model[1].running_var, var)
+    assert model[1].momentum == 0.3 and not model.training
+    assert recalibrate_bn(nn.Linear(2, 2), batches) == 0
+    with pytest.raises(ConfigError, match="batches"):
+        recalibrate_bn(model, batches, batches=0)

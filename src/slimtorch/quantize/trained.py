@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from slimtorch.errors import ConfigError
 from slimtorch.quantize.kmeans_module import CodebookLayer
-from slimtorch.train import FitConfig, FitReport, fit
+from slimtorch.train import SCHEDULERS, EpochStats, FitConfig, FitReport, evaluate, fit
 
 DEFAULT_CENTROID_LR = 1e-3  # Adam step for centroids; weights here are O(0.1)
 
@@ -68,6 +68,8 @@ def finetune_centroids(
     *,
     train_other: bool = False,
     freeze_bn: bool = False,
+    scheduler: str = "none",
+    keep_best: bool = False,
     seed: int = 0,
     progress: bool = True,
 ) -> FitReport:
@@ -76,7 +78,10 @@ def finetune_centroids(
     Only the ``codebook`` parameters learn (plus every other parameter when ``train_other``);
     reserved exact-zero entries stay 0. With ``freeze_bn`` BatchNorm layers run in eval mode
     (running statistics, not updated), so training sees the same function that inference
-    runs. ``requires_grad`` flags are restored afterwards.
+    runs. With ``keep_best`` the model ends in the state (parameters and BatchNorm buffers)
+    with the highest validation accuracy among the start and every epoch (the earliest on a
+    tie), so a noisy last epoch cannot make it worse by validation. ``requires_grad`` flags
+    are restored afterwards.
 
     Args:
         model: A model from :func:`~slimtorch.quantize.kmeans.kmeans_quantize_model`.
@@ -86,6 +91,8 @@ def finetune_centroids(
         lr: Adam learning rate.
         train_other: Also train biases, norms and float layers.
         freeze_bn: Keep BatchNorm in eval mode while fine-tuning.
+        scheduler: ``"none"`` or ``"cosine"`` (lr annealed to 0 over ``epochs``).
+        keep_best: Restore the best state by validation accuracy (needs ``val_loader``).
         seed: Seed of the training loop.
         progress: Show a progress bar.
 
@@ -102,6 +109,11 @@ def finetune_centroids(
     layers = codebook_layers(model)
     if not layers:
         raise ConfigError("finetune_centroids: the model has no codebook layers (k-means first)")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"scheduler: expected one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if keep_best and val_loader is None:
+        raise ConfigError("keep_best: needs a val_loader to choose the best state")
+    best = _BestState(model, evaluate(model, val_loader).accuracy) if keep_best else None
     centroids = {id(m.codebook) for m in layers.values()}
     saved = {p: p.requires_grad for p in model.parameters()}
     hooks = [
@@ -112,13 +124,81 @@ def finetune_centroids(
     try:
         for p in model.parameters():
             p.requires_grad_(train_other or id(p) in centroids)
-        config = FitConfig(epochs=epochs, lr=lr, optimizer="adam", seed=seed)
-        return fit(model, train_loader, val_loader, config, progress=progress)
+        config = FitConfig(epochs=epochs, lr=lr, optimizer="adam", scheduler=scheduler, seed=seed)
+        callbacks = [best.update] if best is not None else None
+        report = fit(model, train_loader, val_loader, config, progress, callbacks)
+        if best is not None:
+            model.load_state_dict(best.state)
+        return report
     finally:
         for hook in hooks:
             hook.remove()
         for p, flag in saved.items():
             p.requires_grad_(flag)
+
+
+class _BestState:
+    """Epoch callback: a copy of the model's state at its best validation accuracy so far."""
+
+    def __init__(self, model: nn.Module, accuracy: float) -> None:
+        self.accuracy = accuracy
+        self.state = _copy_state(model)
+
+    def update(self, model: nn.Module, stats: EpochStats) -> None:
+        """Keep ``model``'s state if this epoch beat the best validation accuracy."""
+        if stats.val_accuracy is not None and stats.val_accuracy > self.accuracy:
+            self.accuracy, self.state = stats.val_accuracy, _copy_state(model)
+
+
+def _copy_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def recalibrate_bn(model: nn.Module, loader: Batches, batches: int | None = None) -> int:
+    """Re-estimate every BatchNorm's running statistics under the model's current weights.
+
+    Quantization changes each layer's output distribution, so the float model's running
+    mean and variance no longer match. This resets them and averages the batch statistics
+    (cumulative average, ``momentum=None``) over ``loader`` in train mode without gradients;
+    nothing else changes. Momenta and the model's mode are restored.
+
+    Args:
+        model: Any model; a model without BatchNorm is left unchanged.
+        loader: ``(x, y)`` batches (labels unused), typically the training split.
+        batches: Use at most this many batches (``None``: all).
+
+    Returns:
+        The number of batches seen.
+
+    Example:
+        >>> bn = nn.BatchNorm1d(2)
+        >>> recalibrate_bn(bn, [(torch.tensor([[1.0, 2.0], [3.0, 6.0]]), None)])
+        1
+        >>> bn.running_mean.tolist()
+        [2.0, 4.0]
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if batches is not None and (not isinstance(batches, int) or batches < 1):
+        raise ConfigError(f"batches: expected an integer >= 1 or None, got {batches!r}")
+    if not norms:
+        return 0
+    momenta, was_training, seen = [m.momentum for m in norms], model.training, 0
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            for x, *_ in loader:
+                if batches is not None and seen >= batches:
+                    break
+                model(x)
+                seen += 1
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return seen
 
 
 def _eval_mode(module: nn.Module, args: object) -> None:
