@@ -11,7 +11,8 @@ rounds removes the same fraction of the remaining weights, then fine-tunes
 ``--finetune-epochs`` epochs with Adam and a cosine lr restarted every round; masks kept through
 fine-tuning. Sparsity is counted over all weight matrices (biases excluded: 410 of 50,610
 parameters, never pruned). Han et al.'s own per-layer rates (fc1 92% / fc2 91% / fc3 74%) are
-run too, as one extra row.
+run too, as one extra row, and Zhu & Gupta's gradual (cubic) schedule over the same total
+epochs at two sparsities.
 
 Model selection uses the validation split only: for each sparsity, each fine-tuning lr in
 ``--lrs`` is run and the one with the best validation accuracy (ties: the lower lr) is the
@@ -42,6 +43,8 @@ HAN_LAYER_RATES = {"fc1.0": 0.92, "fc2.0": 0.91, "classifier": 0.74}  # Han et a
 MAX_LOSS_POINTS = 0.5  # allowed test-accuracy loss, percentage points
 BATCH = 64
 SWEEP = (0.92, 0.93, 0.94, 0.95, 0.96, 0.97)
+GRADUAL_SWEEP = (0.92, 0.94)  # Zhu & Gupta's cubic schedule, for comparison
+GRADUAL_PRUNE_STEPS = 10  # mask updates over the first 3/4 of the same total epochs
 
 
 def weight_sparsity(model: torch.nn.Module) -> float:
@@ -172,6 +175,25 @@ def main() -> None:
                 state,
                 lambda lr, sd, s=s: PruneConfig(
                     sparsity=s, allocation="global", lr=lr, seed=sd, **common
+                ),
+                args,
+                splits,
+                base,
+            )
+        )
+    gradual = common | {
+        "schedule": "gradual",
+        "iterations": GRADUAL_PRUNE_STEPS,
+        "finetune_epochs": args.rounds * args.finetune_epochs,
+    }  # same epochs
+    for s in GRADUAL_SWEEP:
+        rows.append(
+            sweep_row(
+                f"gradual_global_{s:.2f}",
+                model,
+                state,
+                lambda lr, sd, s=s: PruneConfig(
+                    sparsity=s, allocation="global", lr=lr, seed=sd, **gradual
                 ),
                 args,
                 splits,
