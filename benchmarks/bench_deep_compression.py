@@ -8,7 +8,10 @@ comparison runs the same recipe with every ``distill = true`` switched off.
 
 Usage:
     flock /tmp/slimtorch-bench.lock .venv/bin/python benchmarks/bench_deep_compression.py \
-        [--runs default,lenet300-paper,...] [--out /tmp/slimtorch-bench-dc]
+        [--runs default,lenet300-paper,default@1,...] [--out /tmp/slimtorch-bench-dc]
+    .venv/bin/python benchmarks/bench_deep_compression.py --table   # paper-form tables
+
+``NAME@SEED`` runs NAME with the recipe's seed replaced (split, initialization, training).
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ from pathlib import Path
 import torch
 
 from slimtorch.compress_cli import compress
+from slimtorch.io import atomic_write_text
 from slimtorch.recipe import Recipe, Stage, load_recipe
 
 RESULTS = Path(__file__).parent / "results" / "deep_compression.json"
 PAPER_RATIO = {"lenet300": 40.0, "lenet5": 39.0}  # Han, Mao & Dally 2016, Table 1
+# Han, Mao & Dally 2016, Tables 2 and 3 (totals): pruning, + quantization, + Huffman coding.
+PAPER_STAGES = {"lenet300": (12.0, 32.0, 40.0), "lenet5": (12.0, 33.0, 39.0)}
+PRUNE_KINDS = ("prune", "finetune")
 ACCURACY_BOUND_POINTS = 0.5
 
 RUNS: dict[str, tuple[str, str | None]] = {  # run name -> (recipe, data override)
@@ -51,9 +58,14 @@ def without_kd(recipe: Recipe) -> Recipe:
 
 
 def run_one(name: str, out_root: Path) -> dict[str, object]:
-    recipe_name, data = RUNS[name]
+    """One run; ``NAME@SEED`` runs NAME with the recipe's seed (split, init, training) set."""
+    base, _, seed = name.partition("@")
+    recipe_name, data = RUNS[base]
     recipe = load_recipe(recipe_name)
-    if name.endswith("-nokd"):
+    if seed:
+        model = dataclasses.replace(recipe.model, seed=int(seed))
+        recipe = dataclasses.replace(recipe, model=model)
+    if base.endswith("-nokd"):
         recipe = without_kd(recipe)
     start = time.perf_counter()
     outcome = compress(recipe, data=data, out=out_root / name, progress=False)
@@ -63,6 +75,7 @@ def run_one(name: str, out_root: Path) -> dict[str, object]:
     return {
         "run": name,
         "recipe": recipe.name,
+        "seed": recipe.model.seed,
         "model": model,
         "data": s["data"],
         "params": records[0].params,
@@ -80,13 +93,45 @@ def run_one(name: str, out_root: Path) -> dict[str, object]:
     }
 
 
+def paper_table(row: dict) -> str:
+    """One run's stages in the paper's form (pruning / + quantization / + Huffman), Markdown."""
+    stages = row["stages"]
+    encode = [r for r in stages if r["stage"] == "encode"]
+    before = [r for r in stages if r["stage"] != "encode"]
+    pruned = [r for r in before if r["stage"] in PRUNE_KINDS] or before[:1]
+    picks = [("original", stages[0]), ("pruning", pruned[-1]), ("+ quantization", before[-1])]
+    picks += [("+ Huffman (the file)", encode[-1])] if encode else []
+    paper = (1.0, *PAPER_STAGES.get(row["model"], (None,) * 3))
+    lines = [
+        f"| {row['run']}: {row['model']}, {row['data']} | test acc | weights kept | size (B) "
+        "| ratio | paper |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for (label, r), ref in zip(picks, paper, strict=False):
+        kept = r["nonzero_weights"] / r["weights"]
+        ref_text = "n/a" if ref is None else f"{ref:.0f}x"
+        lines.append(
+            f"| {label} | {r['test_accuracy']:.4f} | {kept:.1%} | {r['size_bytes']:,} "
+            f"| {r['ratio']:.1f}x | {ref_text} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated run names")
     parser.add_argument("--out", type=Path, default=Path("/tmp/slimtorch-bench-dc"))
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results JSON (merged)")
+    parser.add_argument(
+        "--table", action="store_true", help="only print the stored runs' paper-form tables"
+    )
     args = parser.parse_args()
+    if args.table:
+        for row in json.loads(args.results.read_text())["runs"].values():
+            print(paper_table(row) + "\n")
+        return
     torch.set_num_threads(1)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    previous = json.loads(args.results.read_text()) if args.results.exists() else {}
     results = dict(previous.get("runs", {}))
     for name in args.runs.split(","):
         row = run_one(name, args.out)
@@ -97,8 +142,9 @@ def main() -> None:
             f"({row['accuracy_change_points']:+.2f} pts) {row['seconds']}s",
             flush=True,
         )
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({"date": "2026-11-30", "runs": results}, indent=2) + "\n")
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"date": "2026-11-30", "runs": results}, indent=2) + "\n"
+        atomic_write_text(args.results, text)
 
 
 if __name__ == "__main__":
