@@ -12,6 +12,16 @@ import torch
 pytestmark = pytest.mark.slow
 
 TEXT_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "text"
+
+
+def shared_text(name: str) -> str:
+    """A text from ../shared/data/text beside the checkout; skip where that folder is absent."""
+    path = TEXT_DIR / name
+    if not path.is_file():
+        pytest.skip(f"shared test data missing: {path}")
+    return path.read_text(encoding="utf-8")
+
+
 LLAMACPP_PPL_24K = 23.6381  # llama-perplexity, F32-dequantized SmolLM2, ctx 512 (shared/data)
 TAIL_TOKENS = 35_983  # llama.cpp's token count of tinyshakespeare-tail.txt (issue 6)
 
@@ -40,7 +50,7 @@ def test_logits_match_independent_reference(smollm2, reference) -> None:
 
 def test_tokenizer_counts_like_llamacpp(smollm2) -> None:
     _, tok = smollm2
-    text = (TEXT_DIR / "tinyshakespeare-tail.txt").read_text(encoding="utf-8")
+    text = shared_text("tinyshakespeare-tail.txt")
     assert len(tok.encode(text)) == TAIL_TOKENS
 
 
@@ -48,7 +58,7 @@ def test_perplexity_llamacpp_protocol_within_1_percent(smollm2) -> None:
     from slimtorch.llm.perplexity import PerplexityConfig, perplexity
 
     loaded, tok = smollm2
-    ids = tok.encode((TEXT_DIR / "tinyshakespeare-tail-24k.txt").read_text(encoding="utf-8"))
+    ids = tok.encode(shared_text("tinyshakespeare-tail-24k.txt"))
     cfg = PerplexityConfig(ctx=512, protocol="llamacpp", batch_size=4)
     res = perplexity(loaded.model, ids, cfg, progress=False)
     assert res.perplexity == pytest.approx(LLAMACPP_PPL_24K, rel=0.01)
