@@ -147,7 +147,10 @@ class CodebookLayer(nn.Module):
         key = (self.packed.data_ptr(), self.packed._version)
         if self._cache is None or self._cache[0] != key:
             numel = math.prod(self.weight_shape)
-            self._cache = (key, unpack_indices(self.packed, self.bits, numel))
+            # Never cache an inference tensor (first call under evaluate's inference_mode):
+            # training later indexes with it, and autograd cannot save inference tensors.
+            with torch.inference_mode(False):
+                self._cache = (key, unpack_indices(self.packed, self.bits, numel))
         return self._cache[1]
 
     @property

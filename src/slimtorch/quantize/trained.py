@@ -151,7 +151,10 @@ class _BestState:
 
 
 def _copy_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # Epoch callbacks may run inside fit's inference-mode evaluation: copies made there would be
+    # inference tensors, which later training cannot save for backward.
+    with torch.inference_mode(False):
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def recalibrate_bn(model: nn.Module, loader: Batches, batches: int | None = None) -> int:
