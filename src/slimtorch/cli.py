@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from slimtorch.errors import ConfigError, SlimtorchError
+from slimtorch.errors import ConfigError, SlimtorchError, first_line
 
 EXIT_USER_ERROR = 2
 
@@ -59,7 +59,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
@@ -69,7 +69,7 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model construction (zoo names and factories)")
     g.add_argument("--num-classes", type=int, default=None, help="output classes (default 10)")
     g.add_argument("--in-channels", type=int, default=None, help="input channels (default 1)")
@@ -84,7 +84,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _model_kwargs(args: argparse.Namespace) -> dict[str, object]:
+def model_kwargs(args: argparse.Namespace) -> dict[str, object]:
     keys = ("num_classes", "in_channels", "image_size", "norm", "act")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _train_parser(sub)
     _evaluate_parser(sub)
-    _profile_parser(sub)
+    importlib.import_module("slimtorch.profile.cli").register(sub)
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
     return parser
@@ -146,7 +146,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         help="replace a checkpoint already in --out (default: refuse)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_model_options(p)
+    add_model_options(p)
     p.set_defaults(func=_cmd_train)
 
 
@@ -177,74 +177,6 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
     p.set_defaults(func=_cmd_evaluate)
-
-
-def _profile_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "profile",
-        help="parameters, size in bits, MACs/FLOPs, memory, latency, energy, roofline",
-        description="Profile one model, or two side by side with ratios. MODEL is a zoo name, "
-        "a checkpoint folder (or its model.json), or package.module:factory.",
-    )
-    p.add_argument("models", nargs="+", metavar="MODEL", help="one or two models to profile")
-    p.add_argument(
-        "--input-shape",
-        default=None,
-        help="example input shape with batch, e.g. 1,1,8,8 (default: from the model's "
-        "in_channels and image_size; required for factories)",
-    )
-    p.add_argument(
-        "--input-dtype",
-        default="float32",
-        choices=("float32", "int64"),
-        help="example input dtype: float32 (uniform [0,1)) or int64 (zeros, e.g. token ids)",
-    )
-    p.add_argument("--json", type=Path, help="write the full profile as JSON here")
-    p.add_argument("--csv", type=Path, help="write the per-layer table as CSV here")
-    p.add_argument("--plot", type=Path, help="write a PNG of per-layer MACs, parameters, latency")
-    p.add_argument("--roofline-plot", type=Path, help="write a PNG roofline of the layers here")
-    p.add_argument("--no-latency", action="store_true", help="skip all timing")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
-    p.add_argument("--runs", type=int, default=30, help="timed runs (default 30)")
-    p.add_argument(
-        "--batch-sizes",
-        type=_int_list,
-        default=(1, 8, 32, 128),
-        help="throughput sweep batch sizes, comma-separated (default 1,8,32,128); "
-        "empty string to skip",
-    )
-    p.add_argument(
-        "--no-roofline",
-        action="store_true",
-        help="skip measuring this machine's bandwidth and peak FLOP/s",
-    )
-    p.add_argument(
-        "--optimizer",
-        default="adam",
-        help="optimizer assumed for training memory: adam, sgd, sgd-momentum",
-    )
-    p.add_argument(
-        "--weight-bits",
-        type=int,
-        default=None,
-        help="size every *.weight tensor as if stored at this many bits (default: its dtype)",
-    )
-    p.add_argument(
-        "--sparse-layout",
-        default="auto",
-        choices=("auto", "dense", "csr", "bitmask", "relative"),
-        help="how zero weights are stored for the size figure: auto picks the smallest of "
-        "dense, csr and bitmask; relative is Deep Compression's gap coding (default auto)",
-    )
-    p.add_argument(
-        "--act-bits",
-        type=int,
-        default=32,
-        help="activation bit width for the energy estimate (default 32)",
-    )
-    p.add_argument("--quiet", action="store_true", help="print nothing to the terminal")
-    _add_model_options(p)
-    p.set_defaults(func=_cmd_profile)
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
@@ -292,7 +224,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     splits = load_data(args.data, seed=args.seed)
     kwargs = {"num_classes": splits.num_classes}
     kwargs.update(_shape_kwargs(args.model, splits.input_shape, args.data))
-    kwargs.update(_model_kwargs(args))
+    kwargs.update(model_kwargs(args))
     spec = ModelSpec(name=args.model, kwargs=kwargs)
     torch_seed(args.seed)
     model = build_model(spec)
@@ -329,7 +261,7 @@ def _check_model_takes_data(model: object, splits: object, data: str) -> None:
         with torch.no_grad():
             out = model(x)
     except Exception as exc:  # the model is the user's: report any failure in one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         shape = "x".join(map(str, x.shape))
         raise ModelError(f"the model fails on --data {data} (input {shape}): {first}") from None
     finally:
@@ -380,81 +312,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         }
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
     return 0
-
-
-def _cmd_profile(args: argparse.Namespace) -> int:
-    from slimtorch.profile import ProfileConfig, profile_model
-    from slimtorch.profile.output import (
-        compare_table,
-        plot_profile,
-        print_profile,
-        wide_console,
-        write_csv,
-        write_json,
-    )
-    from slimtorch.resolve import example_input, resolve_model
-
-    if len(args.models) > 2:
-        raise ConfigError(f"profile: give one model, or two to compare; got {len(args.models)}")
-    config = ProfileConfig(
-        latency=not args.no_latency,
-        warmup=args.warmup,
-        runs=args.runs,
-        throughput_batch_sizes=tuple(args.batch_sizes),
-        roofline=not args.no_roofline,
-        optimizer=args.optimizer,
-        act_bits=args.act_bits,
-        formats=_weight_formats(args),
-    )
-    profiles = []
-    for source in args.models:
-        resolved = resolve_model(source, **_model_kwargs(args))
-        shape = parse_shape(args.input_shape) if args.input_shape else None
-        x = example_input(resolved, shape, args.input_dtype)
-        profiles.append(
-            profile_model(resolved.model, x, config, name=resolved.label, progress=not args.quiet)
-        )
-    console = wide_console()
-    if not args.quiet:
-        for p in profiles:
-            print_profile(p, console)
-        if len(profiles) == 2:
-            console.print(compare_table(*profiles))
-    _write_profile_outputs(args, profiles, write_json, write_csv, plot_profile)
-    return 0
-
-
-def _weight_formats(args: argparse.Namespace) -> dict[str, object]:
-    from slimtorch.profile.size import WeightFormat
-
-    if args.weight_bits is None and args.sparse_layout == "auto":
-        return {}
-    bits = 32 if args.weight_bits is None else args.weight_bits
-    if not 1 <= bits <= 32:
-        raise ConfigError(f"--weight-bits must be in 1..32, got {bits}")
-    return {r".*\.weight": WeightFormat(bits=bits, sparse=args.sparse_layout)}
-
-
-def _write_profile_outputs(args, profiles, write_json, write_csv, plot_profile) -> None:
-    single = profiles[0] if len(profiles) == 1 else profiles
-    if args.json:
-        write_json(single, args.json)
-    if args.csv:
-        write_csv(single, args.csv)
-    if args.plot:
-        plot_profile(single, args.plot)
-    if args.roofline_plot:
-        from slimtorch.profile.roofline import plot_roofline, roofline_point
-
-        p = profiles[0]
-        if p.machine is None:
-            raise ConfigError("--roofline-plot needs the machine peaks; drop --no-roofline")
-        points = [
-            (lp.name, roofline_point(lp.flops, lp.bytes_moved, p.machine))
-            for lp in p.layers
-            if lp.intensity is not None
-        ]
-        plot_roofline(points, p.machine, args.roofline_plot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,3 +22,15 @@ class ModelError(SlimtorchError):
 
 class ConfigError(SlimtorchError):
     """A configuration value is out of range or inconsistent."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty).
+
+    Used to report a failure inside the user's own model in one line, without a traceback.
+
+    Example:
+        >>> first_line(RuntimeError("shapes do not match\\nmore detail"))
+        'shapes do not match'
+    """
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

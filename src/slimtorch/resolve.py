@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimtorch.errors import ConfigError, ModelError
+from slimtorch.errors import ConfigError, ModelError, first_line
 
 DEFAULT_IMAGE_SIZE = 8
 DEFAULT_IN_CHANNELS = 1
@@ -144,7 +144,7 @@ def _check_runs(resolved: ResolvedModel, x: torch.Tensor) -> None:
         with torch.no_grad():
             resolved.model(x)
     except Exception as exc:  # the user's model: any failure is reported in one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelError(
             f"{resolved.label} fails on input shape {'x'.join(map(str, x.shape))}: {first}"
         ) from None
