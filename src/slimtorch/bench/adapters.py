@@ -223,7 +223,7 @@ def stream_tokens(model: nn.Module, prompt: Sequence[int], max_new_tokens: int,
     """Greedy generation yielding each token as soon as it exists (prefill, then decode).
 
     The same steps as ``slimtorch.llm.generate.generate`` (prefill, then the model's decode
-    plan), as a generator so a load generator can time the first token and the rest.
+    engine), as a generator so a load generator can time the first token and the rest.
 
     Args:
         model: a ``slimtorch.llm.Llama``.
@@ -234,11 +234,11 @@ def stream_tokens(model: nn.Module, prompt: Sequence[int], max_new_tokens: int,
     Returns:
         An iterator of token ids.
     """
-    from slimtorch.llm.generate import decode_plan, prefill
+    from slimtorch.llm.generate import decoder, prefill
 
-    plan = decode_plan(model)
     model.setup_cache(1, len(prompt) + max_new_tokens)
     try:
+        plan = decoder(model)  # the native engine where it runs, else the torch plan
         with torch.inference_mode():
             tok = int(prefill(model, torch.tensor([list(prompt)])).argmax())
         pos, step, count = len(prompt), torch.empty(1, 1, dtype=torch.long), 1

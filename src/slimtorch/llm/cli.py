@@ -68,7 +68,16 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
         "--decode-threads",
         type=int,
         default=0,
-        help="torch threads while decoding (0 = torch's default; 1 is fastest on busy cores)",
+        help="threads while decoding (0 = torch's default for the torch engine, 1 for the "
+        "native one; 1 is fastest on busy cores)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "native", "torch"),
+        default="auto",
+        help="decode engine: native (compiled C step, int8-activation integer kernels; built "
+        "with the system C compiler at first use), torch (fused torch kernels), auto (native "
+        "when it can be built, else torch) (default auto)",
     )
 
 
@@ -195,6 +204,7 @@ def _gen_config(args: argparse.Namespace, stop: tuple[int, ...]):
         seed=args.seed,
         stop_ids=stop,
         decode_threads=args.decode_threads,
+        engine=args.engine,
     )
 
 
@@ -209,7 +219,7 @@ def _stream(loaded, tok, prompt_ids: list[int], cfg) -> list[int]:
     out = generate(loaded.model, prompt_ids, cfg, on_token=streamer)
     print(
         f"\n[prefill {out.prompt_tokens} tokens at {out.prefill_tokens_per_s:.1f} tok/s; "
-        f"decode {len(out.tokens)} tokens at {out.decode_tokens_per_s:.1f} tok/s]",
+        f"decode {len(out.tokens)} tokens at {out.decode_tokens_per_s:.1f} tok/s ({out.engine})]",
         file=sys.stderr,
     )
     return out.tokens

@@ -137,6 +137,8 @@ class DecodePlan:
             :class:`~slimtorch.llm.kernels.Int8Linear` or other Linear-like layers).
     """
 
+    name = "torch"
+
     def __init__(self, model: Llama) -> None:
         cfg = model.config
         self.signature = model_signature(model)

@@ -22,15 +22,53 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from slimtorch.errors import ConfigError
-from slimtorch.llm.decode import DecodePlan, decode_plan
+from slimtorch.llm.decode import decode_plan
 from slimtorch.llm.model import Llama
+from slimtorch.llm.native import NativeDecoder, NativeUnavailable
 
 CONFIG_VERSION = 1
+ENGINES = ("auto", "native", "torch")
+
+
+class Decoder(Protocol):
+    """One-token decode steps against a model's KV cache."""
+
+    name: str
+
+    def step(self, tokens: Tensor, pos: int) -> Tensor:
+        """Logits ``[B, V]`` for ``tokens`` [B, 1] at position ``pos``."""
+        ...
+
+
+def decoder(model: Llama, engine: str = "auto", threads: int = 0) -> Decoder:
+    """The decode engine for ``model`` (call after ``model.setup_cache``).
+
+    Args:
+        model: The model, its KV cache set up.
+        engine: ``"auto"``, ``"native"`` or ``"torch"`` (see :class:`GenerateConfig`).
+        threads: Native engine threads (0: one).
+
+    Raises:
+        NativeUnavailable: ``engine="native"`` and the engine cannot be built or cannot run a
+            layer (the message says which).
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"engine: expected one of {ENGINES}, got {engine!r}")
+    caches = [layer.attention.kv_cache for layer in model.layers]
+    batch = caches[0].kv.shape[1] if caches and caches[0] is not None else 1
+    if engine == "native" or (engine == "auto" and batch == 1):
+        try:
+            return NativeDecoder(model, threads=threads or 1)
+        except NativeUnavailable:
+            if engine == "native":
+                raise
+    return decode_plan(model)
 
 
 @dataclass(frozen=True)
@@ -44,9 +82,13 @@ class GenerateConfig:
         top_p: Keep the smallest set of tokens whose probability reaches p (1.0: all).
         seed: Seed of the sampling generator.
         stop_ids: Generation stops after emitting one of these.
-        decode_threads: torch threads for the decode phase (0: leave torch's setting). One
-            thread avoids OpenMP barrier stalls when the cores are shared; prefill keeps the
-            process setting.
+        decode_threads: threads for the decode phase (0: torch's setting for the torch
+            engine, 1 for the native one). One thread avoids OpenMP barrier stalls when the
+            cores are shared; prefill keeps the process setting.
+        engine: Decode engine: ``"native"`` (the compiled C step of
+            :mod:`slimtorch.llm.native`, batch 1), ``"torch"`` (the fused-kernel
+            :class:`~slimtorch.llm.decode.DecodePlan`) or ``"auto"`` (native when it can be
+            built and runs every layer of the model, else torch).
         version: Config format version.
     """
 
@@ -57,6 +99,7 @@ class GenerateConfig:
     seed: int = 0
     stop_ids: tuple[int, ...] = ()
     decode_threads: int = 0
+    engine: str = "auto"
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -70,6 +113,8 @@ class GenerateConfig:
             raise ConfigError(f"top_p: expected in (0, 1], got {self.top_p}")
         if self.decode_threads < 0:
             raise ConfigError(f"decode_threads: expected >= 0, got {self.decode_threads}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine: expected one of {ENGINES}, got {self.engine!r}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +125,7 @@ class Generation:
     prompt_tokens: int
     prefill_s: float
     decode_s: float
+    engine: str = "torch"
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -171,19 +217,19 @@ def generate(
         )
     gen = torch.Generator().manual_seed(cfg.seed)
     pick = lambda lg: sample(lg, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # noqa: E731
-    plan = decode_plan(model)  # built once per model (cached), like a layer conversion
     model.setup_cache(1, total)
     try:
+        dec = decoder(model, cfg.engine, cfg.decode_threads)  # weights packed once per model
         with torch.inference_mode():
             t0 = time.perf_counter()
             tok = pick(prefill(model, torch.tensor([list(prompt)])))
             t1 = time.perf_counter()
-            with _threads(cfg.decode_threads):
-                out = _decode_loop(plan, tok, len(prompt), cfg, pick, on_token)
+            with _threads(cfg.decode_threads if dec.name == "torch" else 0):
+                out = _decode_loop(dec, tok, len(prompt), cfg, pick, on_token)
             t2 = time.perf_counter()
     finally:
         model.clear_cache()
-    return Generation(out, len(prompt), t1 - t0, t2 - t1)
+    return Generation(out, len(prompt), t1 - t0, t2 - t1, dec.name)
 
 
 @contextmanager
@@ -200,7 +246,7 @@ def _threads(n: int) -> Iterator[None]:
 
 
 def _decode_loop(
-    plan: DecodePlan,
+    plan: Decoder,
     tok: int,
     pos: int,
     cfg: GenerateConfig,

@@ -142,7 +142,7 @@ class Int4Linear(nn.Module):
     def dequantized(self) -> Tensor:
         """The fp32 weight the kernel computes with (bf16 scales and zeros applied)."""
         scale, zero = (self.scales_zeros[..., i].T.float() for i in (0, 1))
-        return dequantize_int4_groups(_unpack_codes(self), scale, zero)
+        return dequantize_int4_groups(unpack_int4_codes(self), scale, zero)
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.numel() // x.shape[-1]
@@ -151,7 +151,7 @@ class Int4Linear(nn.Module):
         return linear_int4(x, self.packed, self.scales_zeros, self.group_size)
 
 
-def _unpack_codes(m: Int4Linear) -> Tensor:
+def unpack_int4_codes(m: Int4Linear) -> Tensor:
     """Recover the int4 codes by running the kernel on the identity (exact in bf16)."""
     eye = torch.eye(m.in_features, dtype=torch.bfloat16)
     ones = torch.stack(
@@ -273,7 +273,7 @@ def fuse_quantized(mods: Sequence[nn.Module]) -> nn.Module | None:
         groups = {m.group_size for m in mods}  # type: ignore[union-attr]
         if len(groups) != 1 or len({m.in_features for m in mods}) != 1:  # type: ignore[union-attr]
             return None
-        codes = torch.cat([_unpack_codes(m) for m in mods], dim=0)  # type: ignore[arg-type]
+        codes = torch.cat([unpack_int4_codes(m) for m in mods], dim=0)  # type: ignore[arg-type]
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INNER_K_TILES)
         sz = torch.cat([m.scales_zeros for m in mods], dim=1)  # [K/G, N, 2]
         n, k = codes.shape

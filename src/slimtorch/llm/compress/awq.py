@@ -13,7 +13,7 @@ worse than round-to-nearest for the loss it measures.
 
 Example:
     >>> import torch
-    >>> from slimtorch.llm.compress.config import AWQConfig
+    >>> from slimtorch.llm.compress.config import AWQ_SEARCH_TOKENS, AWQConfig
     >>> torch.manual_seed(0) and None
     >>> x = torch.randn(64, 16) * torch.linspace(0.1, 10, 16)
     >>> w = torch.randn(8, 16)
@@ -26,21 +26,23 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from slimtorch.llm.compress.arch import ArchSpec, linear
 from slimtorch.llm.compress.calibrate import BlockInputs, observe_inputs, record_many, subsample
-from slimtorch.llm.compress.config import AWQConfig
-from slimtorch.llm.compress.rtn import fake_quantize, grouped, rtn_quantize, ungrouped
+from slimtorch.llm.compress.config import AWQ_SEARCH_TOKENS, AWQConfig, GPTQConfig
+from slimtorch.llm.compress.gptq import HessianAccumulator, gptq_quantize
+from slimtorch.llm.compress.rtn import fake_quantize, grouped, qparams, rtn_quantize, ungrouped
 
 MIN_SCALE = 1e-4  # llm-awq clamps s_X^alpha from below before normalising
+W_EPS = 1e-6  # AutoAWQ: |w| / (group max |w| + 1e-6) in the duo-scaling weight statistic
 CLIP_ROW_BATCH = 256  # output rows searched at once (bounds the search's memory)
-# The alpha grid's loss and the clipping search read whole calibration sequences spread over
-# the set, at most this many tokens (the activation statistics s_X use every token). The
-# search only ranks 20 grid points, and this keeps its cost independent of --n-samples.
-SEARCH_TOKENS = 1024
+# The search only ranks 20 grid points; a subsample keeps its cost independent of
+# --n-samples (the default of AWQConfig.search_tokens).
+SEARCH_TOKENS = AWQ_SEARCH_TOKENS
 
 LossFn = Callable[[Sequence[torch.Tensor]], float]
 
@@ -55,15 +57,62 @@ def activation_scale(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1]).abs().float().mean(0)
 
 
-def candidate_scale(x_mean: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``s_X^alpha``, clamped and normalised so that ``sqrt(max(s) * min(s)) = 1``.
+def weight_scale(weights: Sequence[torch.Tensor], group_size: int | None) -> torch.Tensor:
+    """AutoAWQ's ``s_W``: mean over the output rows of ``|w|`` divided by its group's max.
+
+    Args:
+        weights: the linears' weights ``(out_k, in)`` sharing one input.
+        group_size: quantization group size (None: whole rows).
+
+    Returns:
+        ``(in,)``.
+
+    Example:
+        >>> weight_scale([torch.tensor([[1.0, -2.0], [4.0, 2.0]])], None)
+        tensor([0.6250, 0.7500])
+    """
+    w = torch.cat(list(weights)).abs()
+    wg = grouped(w, group_size)
+    return ungrouped(wg / (wg.amax(dim=-1, keepdim=True) + W_EPS), w.shape[1]).mean(0)
+
+
+def candidate_scale(
+    x_mean: torch.Tensor, alpha: float, w_mean: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``s_X^alpha`` (or AutoAWQ's ``s_X^alpha / s_W^(1-alpha)`` when ``w_mean`` is given),
+    clamped and normalised so that ``sqrt(max(s) * min(s)) = 1``.
 
     Example:
         >>> candidate_scale(torch.tensor([1.0, 4.0]), 1.0)
         tensor([0.5000, 2.0000])
+        >>> candidate_scale(torch.tensor([1.0, 1.0]), 0.0, torch.tensor([1.0, 4.0]))
+        tensor([2.0000, 0.5000])
     """
-    s = x_mean.pow(alpha).clamp(min=MIN_SCALE)
+    s = x_mean.pow(alpha)
+    if w_mean is not None:
+        s = s / (w_mean.pow(1 - alpha) + MIN_SCALE)
+    s = s.clamp(min=MIN_SCALE)
     return s / (s.max() * s.min()).sqrt()
+
+
+def candidate_scales(
+    x_mean: torch.Tensor, weights: Sequence[torch.Tensor], config: AWQConfig
+) -> list[tuple[torch.Tensor, float]]:
+    """Every ``(s, alpha)`` the scale search tries, as ``config.scale_search`` asks.
+
+    Example:
+        >>> w = [torch.ones(2, 4)]
+        >>> len(candidate_scales(torch.ones(4), w, AWQConfig(scale_grid=5, scale_search="both")))
+        10
+    """
+    alphas = [i / config.scale_grid for i in range(config.scale_grid)]
+    out = []
+    if config.scale_search in ("x", "both"):
+        out += [(candidate_scale(x_mean, a), a) for a in alphas]
+    if config.scale_search in ("duo", "both"):
+        w_mean = weight_scale(weights, config.group_size)
+        out += [(candidate_scale(x_mean, a, w_mean), a) for a in alphas]
+    return out
 
 
 def scaled_quantize(w: torch.Tensor, s: torch.Tensor, config: AWQConfig) -> torch.Tensor:
@@ -100,9 +149,7 @@ def search_scale(
         ``(s, alpha, loss)`` of the best grid point.
     """
     best: tuple[torch.Tensor, float, float] | None = None
-    for i in range(config.scale_grid):
-        alpha = i / config.scale_grid
-        s = candidate_scale(x_mean, alpha)
+    for s, alpha in candidate_scales(x_mean, weights, config):
         err = loss([scaled_quantize(w, s, config) for w in weights])
         if best is None or err < best[2]:
             best = (s, alpha, err)
@@ -248,7 +295,7 @@ def awq_scale_block(
     spec: ArchSpec,
     inputs: BlockInputs,
     config: AWQConfig,
-    search_tokens: int = SEARCH_TOKENS,
+    search_tokens: int | None = None,
 ) -> dict[str, float]:
     """Search and fold the scales of every scaling group of one block; returns alpha per group.
 
@@ -263,7 +310,7 @@ def awq_scale_block(
             groups.append((group, prev, lins))
     names = list(dict.fromkeys(g.inspect for g, _, _ in groups))
     means = input_means(block, names, inputs)
-    calls = record_many(block, names, subsample(inputs, search_tokens))
+    calls = record_many(block, names, subsample(inputs, search_tokens or config.search_tokens))
     report: dict[str, float] = {}
     for group, prev, lins in groups:
         loss = _group_loss(block.get_submodule(group.inspect), calls[group.inspect], lins)
@@ -274,43 +321,86 @@ def awq_scale_block(
     return report
 
 
+def clip_grid_params(w: torch.Tensor, x: torch.Tensor | None, config: AWQConfig) -> tuple:
+    """The ``(scale, minimum)`` grid per row and group that rounding uses: that of the weight
+    clipped where the clipping search chose (``x`` its inputs), or of ``w`` when ``x`` is None.
+
+    Example:
+        >>> s, m = clip_grid_params(torch.tensor([[0.0, 3.0]]), None, AWQConfig(2, None))
+        >>> s.flatten().tolist(), m.flatten().tolist()
+        [1.0, 0.0]
+    """
+    if x is not None:
+        w = clip_weight(w, search_clip(w, x, config), config.group_size)
+    return qparams(grouped(w, config.group_size), config.bits, config.symmetric)
+
+
+def _clip_samples(
+    block: nn.Module, names: Sequence[str], inputs: BlockInputs, config: AWQConfig
+) -> dict[str, torch.Tensor]:
+    """Up to ``clip_tokens`` inputs of each named linear, strided over ``inputs``."""
+    if not names:
+        return {}
+    stride = max(1, inputs.tokens() // config.clip_tokens)
+    samples: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    observers = {
+        n: (lambda x, n=n: samples[n].append(x.reshape(-1, x.shape[-1])[::stride]))
+        for n in names
+    }
+    observe_inputs(block, observers, inputs)
+    return {n: torch.cat(v)[: config.clip_tokens] for n, v in samples.items()}
+
+
+def _round_gptq(block: nn.Module, spec: ArchSpec, inputs: BlockInputs, config: AWQConfig) -> None:
+    """GPTQ rounding of the (scaled) block, input group by input group: each group's
+    Hessians (and clipping samples) are taken with the earlier groups already quantized."""
+    gcfg = GPTQConfig(
+        config.bits, config.group_size, config.symmetric, percdamp=config.gptq_percdamp
+    )
+    sub = subsample(inputs, config.search_tokens)
+    for group in spec.input_groups:
+        lins = {n: linear(block, n) for n in group}
+        accs = {n: HessianAccumulator(lin.in_features) for n, lin in lins.items()}
+        observe_inputs(block, {n: acc.add_batch for n, acc in accs.items()}, inputs)
+        clip_names = [n for n in group if n not in spec.no_clip] if config.clip else []
+        xs = _clip_samples(block, clip_names, sub, config)
+        for n, lin in lins.items():
+            grid = clip_grid_params(lin.weight.data, xs[n], config) if n in xs else None
+            lin.weight.data = gptq_quantize(lin.weight.data, accs[n].hessian(), gcfg, grid)
+
+
 @torch.no_grad()
 def awq_block(
     block: nn.Module,
     spec: ArchSpec,
     inputs: BlockInputs,
     config: AWQConfig,
-    search_tokens: int = SEARCH_TOKENS,
+    search_tokens: int | None = None,
 ) -> dict[str, float]:
-    """AWQ on one block in place: scales, folding, clipping search, round-to-nearest.
+    """AWQ on one block in place: scales, folding, clipping search, then rounding
+    (round-to-nearest, or GPTQ on the clipped grid when ``config.solver == "gptq"``).
 
     Args:
         block: the transformer block.
         spec: its architecture table.
         inputs: its calibration inputs.
         config: AWQ settings.
-        search_tokens: tokens (whole sequences) the scale and clipping searches measure on.
+        search_tokens: overrides ``config.search_tokens``.
 
     Returns:
         The chosen alpha per scaling group (keyed by the group's ``prev``).
     """
-    report = awq_scale_block(block, spec, inputs, config, search_tokens)
-    names = spec.linears
-    clip_names = [n for n in names if n not in spec.no_clip] if config.clip else []
-    sub = subsample(inputs, search_tokens)
-    stride = max(1, sub.tokens() // config.clip_tokens)
-    samples: dict[str, list[torch.Tensor]] = {n: [] for n in clip_names}
-    observers = {
-        n: (lambda x, n=n: samples[n].append(x.reshape(-1, x.shape[-1])[::stride]))
-        for n in clip_names
-    }
-    if observers:
-        observe_inputs(block, observers, sub)
-    for name in names:
+    config = replace(config, search_tokens=search_tokens or config.search_tokens)
+    report = awq_scale_block(block, spec, inputs, config, config.search_tokens)
+    if config.solver == "gptq":
+        _round_gptq(block, spec, inputs, config)
+        return report
+    clip_names = [n for n in spec.linears if n not in spec.no_clip] if config.clip else []
+    xs = _clip_samples(block, clip_names, subsample(inputs, config.search_tokens), config)
+    for name in spec.linears:
         lin = linear(block, name)
         w = lin.weight.data
-        if name in samples:
-            x = torch.cat(samples.pop(name))[: config.clip_tokens]
-            w = clip_weight(w, search_clip(w, x, config), config.group_size)
+        if name in xs:
+            w = clip_weight(w, search_clip(w, xs[name], config), config.group_size)
         lin.weight.data = rtn_quantize(w, config.rtn())
     return report

@@ -26,6 +26,13 @@ AWQ_SCALE_GRID = 20
 AWQ_CLIP_GRID = 20
 AWQ_CLIP_MAX_SHRINK = 0.5
 AWQ_CLIP_TOKENS = 512
+# The alpha grid's loss and the clipping search read whole calibration sequences spread over
+# the set, at most this many tokens (the activation statistics s_X use every token).
+AWQ_SEARCH_TOKENS = 1024
+# AutoAWQ's "duo scaling": s = s_X^alpha / s_W^(1 - alpha) (s_W: mean |w| per input channel,
+# each group normalised by its max |w|).
+AWQ_SCALE_SEARCHES = ("x", "duo", "both")
+AWQ_SOLVERS = ("rtn", "gptq")
 # GPTQ / SparseGPT (Frantar et al. 2022/2023): 1% of the mean Hessian diagonal as damping,
 # lazy batch updates over blocks of 128 columns.
 GPTQ_PERCDAMP = 0.01
@@ -92,6 +99,13 @@ class AWQConfig:
         clip: run the weight-clipping search after scaling.
         clip_grid, clip_max_shrink, clip_tokens: clipping search resolution, the smallest
             fraction of the max tried, and how many calibration tokens it uses.
+        scale_search: candidate scales: "x" (``s_X^alpha``, llm-awq), "duo"
+            (``s_X^alpha / s_W^(1-alpha)``, AutoAWQ) or "both" grids.
+        search_tokens: tokens (whole sequences) the scale and clipping searches measure on.
+        solver: how the scaled (and clipped) weights are rounded: "rtn" (round to nearest)
+            or "gptq" (GPTQ error feedback on the block's calibration Hessians, on the grid
+            the clipping search chose).
+        gptq_percdamp: GPTQ's damping when ``solver="gptq"``.
     """
 
     bits: int = 4
@@ -102,15 +116,29 @@ class AWQConfig:
     clip_grid: int = AWQ_CLIP_GRID
     clip_max_shrink: float = AWQ_CLIP_MAX_SHRINK
     clip_tokens: int = AWQ_CLIP_TOKENS
+    scale_search: str = "x"
+    search_tokens: int = AWQ_SEARCH_TOKENS
+    solver: str = "rtn"
+    gptq_percdamp: float = GPTQ_PERCDAMP
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
         _check_bits(self.bits)
         _check_group(self.group_size)
-        if self.scale_grid < 1 or self.clip_grid < 1 or self.clip_tokens < 1:
-            raise ConfigError("scale_grid, clip_grid, clip_tokens: expected positive integers")
+        if min(self.scale_grid, self.clip_grid, self.clip_tokens, self.search_tokens) < 1:
+            raise ConfigError(
+                "scale_grid, clip_grid, clip_tokens, search_tokens: expected positive integers"
+            )
         if not (0.0 <= self.clip_max_shrink < 1.0):
             raise ConfigError(f"clip_max_shrink: expected [0, 1), got {self.clip_max_shrink}")
+        if self.scale_search not in AWQ_SCALE_SEARCHES:
+            raise ConfigError(
+                f"scale_search: expected one of {AWQ_SCALE_SEARCHES}, got {self.scale_search!r}"
+            )
+        if self.solver not in AWQ_SOLVERS:
+            raise ConfigError(f"solver: expected one of {AWQ_SOLVERS}, got {self.solver!r}")
+        if self.gptq_percdamp <= 0:
+            raise ConfigError(f"gptq_percdamp: expected > 0, got {self.gptq_percdamp}")
 
     def rtn(self) -> RTNConfig:
         """The round-to-nearest grid AWQ ends with."""

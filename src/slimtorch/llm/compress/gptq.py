@@ -27,6 +27,7 @@ from slimtorch.llm.compress.config import GPTQConfig
 from slimtorch.llm.compress.rtn import dequantize_codes, grouped, qparams, quantize_codes
 
 CHOLESKY_RETRIES = 5  # each retry multiplies the damping by 10
+Grid = tuple[torch.Tensor, torch.Tensor]  # (scale, minimum), each (out, groups, 1)
 
 
 class HessianAccumulator:
@@ -99,11 +100,13 @@ def _prepare(w: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 class _Grid:
     """Per-column grid lookup: per-channel, static groups, or groups refreshed as reached."""
 
-    def __init__(self, w: torch.Tensor, config: GPTQConfig) -> None:
+    def __init__(self, w: torch.Tensor, config: GPTQConfig, grid: Grid | None = None) -> None:
         self.c = config
-        self.dynamic = config.group_size is not None and not config.act_order
+        self.dynamic = config.group_size is not None and not config.act_order and grid is None
         self.scale = self.minimum = torch.empty(0)
-        if not self.dynamic:
+        if grid is not None:
+            self.scale, self.minimum = grid
+        elif not self.dynamic:
             wg = grouped(w, config.group_size)  # (out, groups, gs)
             self.scale, self.minimum = qparams(wg, config.bits, config.symmetric)
 
@@ -132,13 +135,18 @@ def _ahead(w, w1, err1, u, i1: int, i: int, group_size: int | None) -> torch.Ten
     return ahead
 
 
-def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig) -> torch.Tensor:
+def gptq_quantize(
+    w: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig, grid: Grid | None = None
+) -> torch.Tensor:
     """Quantize ``w`` (``(out, in)``) with GPTQ; returns the dequantized weight.
 
     Args:
         w: the layer weight.
         hessian: ``2/n X^T X`` of the layer's inputs, ``(in, in)``.
         config: bits, grid, block size, damping and column order.
+        grid: fixed ``(scale, minimum)`` per output row and group (``qparams`` layout, e.g.
+            of a clipped weight); None derives them from ``w`` (refreshed per group as the
+            solve reaches it, or static under act-order).
 
     Returns:
         The quantized-then-dequantized weight, same shape and dtype as ``w``.
@@ -147,7 +155,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig) ->
     w, h = _prepare(w, hessian)
     n = w.shape[1]
     perm = torch.argsort(torch.diag(h), descending=True) if c.act_order else torch.arange(n)
-    grid = _Grid(w, c)
+    grid_ = _Grid(w, c, grid)
     w, h = w[:, perm], h[perm][:, perm]
     u = damped_inverse_upper(h, c.percdamp)
     q = torch.zeros_like(w)
@@ -157,8 +165,8 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig) ->
         err1 = torch.zeros_like(w1)
         for i in range(i2 - i1):
             col = w1[:, i]
-            ahead = _ahead(w, w1, err1, u, i1, i, config.group_size) if grid.dynamic else None
-            scale, minimum = grid.params(int(perm[i1 + i]), ahead)
+            ahead = _ahead(w, w1, err1, u, i1, i, config.group_size) if grid_.dynamic else None
+            scale, minimum = grid_.params(int(perm[i1 + i]), ahead)
             qc = dequantize_codes(
                 quantize_codes(col, scale, minimum, c.bits, c.symmetric), scale, minimum
             )
