@@ -9,7 +9,8 @@ Run under the bench lock:
     flock /tmp/slimtorch-bench.lock .venv/bin/python benchmarks/bench_llm_compress.py \
         --methods fp32 rtn:4:128 awq:4:128 --text ../shared/data/text/tinyshakespeare-tail-24k.txt
 Method specs: fp32 | rtn|awq|gptq|gptq-act:BITS:GROUP (GROUP a number or ch) | kmeans:BITS:GROUP
-| magnitude|wanda|sparsegpt:SPARSITY or :N:M (e.g. wanda:2:4).
+| magnitude|wanda|sparsegpt:SPARSITY or :N:M (e.g. wanda:2:4). AWQ takes AWQConfig overrides
+after the group: awq:4:64:scale_search=both,solver=gptq,search_tokens=2048.
 """
 
 from __future__ import annotations
@@ -46,12 +47,25 @@ def make_config(spec: str):
     if name == "rtn":
         return c.RTNConfig(bits, group)
     if name == "awq":
-        return c.AWQConfig(bits, group)
+        return c.AWQConfig(bits, group, **_options(c.AWQConfig, rest[2:]))
     if name in ("gptq", "gptq-act"):
         return c.GPTQConfig(bits, group, act_order=name == "gptq-act")
     if name == "kmeans":
         return c.KMeansConfig(bits, group)
     raise SystemExit(f"unknown method spec {spec!r}")
+
+
+def _options(cls: type, extra: list[str]) -> dict:
+    """``key=value,key=value`` config overrides, each value cast to the field's default type."""
+    defaults = cls()
+    out: dict = {}
+    for item in ",".join(extra).split(","):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        kind = type(getattr(defaults, key))
+        out[key] = value in ("1", "true", "True") if kind is bool else kind(value)
+    return out
 
 
 def run_one(args: argparse.Namespace) -> dict:

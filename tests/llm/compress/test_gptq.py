@@ -19,17 +19,16 @@ from slimtorch.llm.compress.rtn import (
 )
 
 
-def gptq_reference(w, h, bits, group_size, percdamp, act_order=False):
+def gptq_reference(w, h, bits, group_size, percdamp, act_order=False, static=None):
     """Optimal Brain Quantization order-fixed: quantize column i, spread its error with the
     current inverse Hessian, then eliminate i from the inverse (Gauss step). No Cholesky, no
-    lazy blocks."""
+    lazy blocks. ``static``: a fixed (scale, minimum) grid per row and group."""
     w = w.clone().double()
     h = h.double()
     n = w.shape[1]
     h = h + percdamp * torch.diag(h).mean() * torch.eye(n, dtype=h.dtype)
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(n)
-    static = None
-    if act_order or group_size is None:
+    if static is None and (act_order or group_size is None):
         static = qparams(grouped(w, group_size), bits)
     w, hinv = w[:, perm], torch.linalg.inv(h[perm][:, perm])
     q = torch.zeros_like(w)

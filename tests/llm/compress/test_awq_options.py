@@ -1,0 +1,136 @@
+"""AWQ options: AutoAWQ's duo scaling (against a loop oracle and the RTN floor), GPTQ rounding
+on a fixed grid (against the slow OBQ reference) and AWQ + GPTQ on a block (against a naive
+sequential rebuild, and never worse than AWQ + RTN on the calibration data)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from llm_compress_helpers import calib_tokens, tiny_llama
+from test_gptq import _problem, gptq_reference
+
+from slimtorch.errors import ConfigError
+from slimtorch.llm.compress.arch import LLAMA, linear
+from slimtorch.llm.compress.awq import (
+    activation_scale,
+    awq_block,
+    awq_scale_block,
+    candidate_scales,
+    clip_grid_params,
+    layer_loss,
+    search_scale,
+    weight_scale,
+)
+from slimtorch.llm.compress.calibrate import capture_block_inputs, observe_inputs, run_block
+from slimtorch.llm.compress.config import AWQConfig, GPTQConfig
+from slimtorch.llm.compress.gptq import HessianAccumulator, gptq_quantize
+from slimtorch.llm.compress.rtn import fake_quantize, grouped, qparams
+
+
+def test_weight_scale_matches_loop_oracle():
+    g = torch.Generator().manual_seed(0)
+    ws = [torch.randn(3, 10, generator=g), torch.randn(2, 10, generator=g)]
+    expect = torch.zeros(10)
+    rows = [r for w in ws for r in w]
+    for r in rows:
+        for start in range(0, 10, 4):  # groups of 4, the last one short (2 columns)
+            part = r[start : start + 4].abs()
+            expect[start : start + 4] += part / (part.max() + 1e-6)
+    torch.testing.assert_close(weight_scale(ws, 4), expect / len(rows))
+
+
+def test_duo_candidates_follow_autoawq_formula():
+    g = torch.Generator().manual_seed(1)
+    x_mean, w = torch.rand(8, generator=g) + 0.1, [torch.randn(4, 8, generator=g)]
+    cands = candidate_scales(x_mean, w, AWQConfig(group_size=4, scale_grid=4, scale_search="duo"))
+    w_mean = weight_scale(w, 4)
+    for s, alpha in cands:
+        raw = (x_mean**alpha / (w_mean ** (1 - alpha) + 1e-4)).clamp(min=1e-4)
+        torch.testing.assert_close(s, raw / (raw.max() * raw.min()).sqrt())
+    assert [a for _, a in cands] == [0.0, 0.25, 0.5, 0.75]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), bits=st.sampled_from([3, 4]), gs=st.sampled_from([8, None]))
+def test_both_grids_never_worse_than_either(seed, bits, gs):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 32, generator=g) * (1 + 20 * torch.rand(32, generator=g))
+    w = [torch.randn(8, 32, generator=g)]
+    loss = layer_loss(x, w)
+    best = {
+        mode: search_scale(activation_scale(x), w, loss, AWQConfig(bits, gs, scale_search=mode))[2]
+        for mode in ("x", "duo", "both")
+    }
+    assert best["both"] <= min(best["x"], best["duo"])
+    assert best["both"] <= loss([fake_quantize(wi, bits, gs) for wi in w])
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_on_a_fixed_grid_matches_reference(act_order):
+    _, w, h = _problem(2)
+    grid = qparams(grouped(w.double() * 0.8, 8), 3)  # a narrower (clipped) grid
+    cfg = GPTQConfig(bits=3, group_size=8, block_size=12, act_order=act_order)
+    fast = gptq_quantize(w.double(), h.double(), cfg, grid)
+    ref = gptq_reference(w, h, 3, 8, cfg.percdamp, act_order, static=grid)
+    torch.testing.assert_close(fast, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_clip_grid_params_never_wider_than_the_weight():
+    _, w, _ = _problem(5)
+    x = torch.randn(128, 32, generator=torch.Generator().manual_seed(0))
+    scale, minimum = clip_grid_params(w, x, AWQConfig(4, 8))
+    full_scale, full_min = qparams(grouped(w, 8), 4)
+    assert (scale <= full_scale + 1e-7).all() and (minimum >= full_min - 1e-7).all()
+
+
+@torch.no_grad()
+def _naive_awq_gptq(block, inputs, config):
+    """Scales as AWQ folds them, then each input group's Hessian from a fresh block run with
+    the earlier groups already quantized, GPTQ without clipping."""
+    awq_scale_block(block, LLAMA, inputs, config)
+    gcfg = GPTQConfig(config.bits, config.group_size, percdamp=config.gptq_percdamp)
+    for group in LLAMA.input_groups:
+        xs = {n: [] for n in group}
+        observe_inputs(block, {n: xs[n].append for n in group}, inputs)
+        for n in group:
+            acc = HessianAccumulator(linear(block, n).in_features)
+            for x in xs[n]:
+                acc.add_batch(x)
+            lin = linear(block, n)
+            lin.weight.data = gptq_quantize(lin.weight.data, acc.hessian(), gcfg)
+
+
+def test_awq_gptq_block_matches_naive_sequential_rebuild():
+    config = AWQConfig(3, 16, clip=False, solver="gptq", gptq_percdamp=0.05)
+    model = tiny_llama(seed=6)
+    inputs = capture_block_inputs(model, model.layers, calib_tokens(6), 3)
+    fast, ref = model.layers[0], copy.deepcopy(model.layers[0])
+    awq_block(fast, LLAMA, inputs, config)
+    _naive_awq_gptq(ref, inputs, config)
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_awq_gptq_block_error_at_most_awq_rtn(clip):
+    model = tiny_llama(seed=7)
+    inputs = capture_block_inputs(model, model.layers, calib_tokens(8), 4)
+    errs = {}
+    for solver in ("rtn", "gptq"):
+        block = copy.deepcopy(model.layers[0])
+        ref = torch.cat(run_block(block, inputs))
+        awq_block(block, LLAMA, inputs, AWQConfig(3, 16, clip=clip, solver=solver))
+        errs[solver] = float((torch.cat(run_block(block, inputs)) - ref).pow(2).mean())
+    assert errs["gptq"] <= errs["rtn"]
+
+
+@pytest.mark.parametrize(
+    "kw", [{"scale_search": "w"}, {"solver": "obq"}, {"gptq_percdamp": 0.0}, {"search_tokens": 0}]
+)
+def test_awq_config_rejects_bad_options(kw):
+    with pytest.raises(ConfigError):
+        AWQConfig(**kw)
