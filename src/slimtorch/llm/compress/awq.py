@@ -344,8 +344,7 @@ def _clip_samples(
     stride = max(1, inputs.tokens() // config.clip_tokens)
     samples: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     observers = {
-        n: (lambda x, n=n: samples[n].append(x.reshape(-1, x.shape[-1])[::stride]))
-        for n in names
+        n: (lambda x, n=n: samples[n].append(x.reshape(-1, x.shape[-1])[::stride])) for n in names
     }
     observe_inputs(block, observers, inputs)
     return {n: torch.cat(v)[: config.clip_tokens] for n, v in samples.items()}
