@@ -48,10 +48,15 @@ def time_prefill(model: torch.nn.Module, ids: list[int]) -> float:
     return len(ids) / dt
 
 
-def time_decode(model: torch.nn.Module, ids: list[int], n_new: int, threads: int) -> float:
+def time_decode(
+    model: torch.nn.Module, ids: list[int], n_new: int, threads: int, engine: str
+) -> float:
     """Decode tokens/s of one greedy generation of ``n_new`` tokens."""
-    cfg = GenerateConfig(max_new_tokens=n_new, decode_threads=threads)
-    return generate(model, ids, cfg).decode_tokens_per_s
+    cfg = GenerateConfig(max_new_tokens=n_new, decode_threads=threads, engine=engine)
+    out = generate(model, ids, cfg)
+    if out.engine != engine:
+        raise RuntimeError(f"asked for the {engine} engine, got {out.engine}")
+    return out.decode_tokens_per_s
 
 
 def gguf_weight_bytes(path: str) -> int:
@@ -64,12 +69,15 @@ def gguf_weight_bytes(path: str) -> int:
 
 def our_round(models: dict, ids: list[int], args: argparse.Namespace, rec: dict) -> None:
     for mode, model in models.items():
-        rec.setdefault(("ours", mode, "prefill"), []).append(time_prefill(model, ids))
-        for t in args.threads:
-            tps = time_decode(model, ids[:16], args.decode_tokens, t)
-            rec.setdefault(("ours", mode, f"decode_t{t}"), []).append(tps)
-        print(f"  ours {mode}: " + ", ".join(f"{k[2]} {v[-1]:.1f}" for k, v in rec.items()
-              if k[:2] == ("ours", mode)), flush=True)  # fmt: skip
+        pre = time_prefill(model, ids)  # the same prefill whichever engine decodes
+        for engine in args.engines:
+            name = f"ours-{engine}"
+            rec.setdefault((name, mode, "prefill"), []).append(pre)
+            for t in args.threads:
+                tps = time_decode(model, ids[:16], args.decode_tokens, t, engine)
+                rec.setdefault((name, mode, f"decode_t{t}"), []).append(tps)
+            print(f"  {name} {mode}: " + ", ".join(f"{k[2]} {v[-1]:.1f}" for k, v in rec.items()
+                  if k[:2] == (name, mode)), flush=True)  # fmt: skip
 
 
 def reference_round(args: argparse.Namespace, rec: dict) -> None:
@@ -119,12 +127,12 @@ def summarize(rec: dict, nbytes: dict, bw: dict, args: argparse.Namespace) -> li
 def targets(rows: list[dict]) -> dict[str, float]:
     get = {(r["engine"], r["format"]): r for r in rows}
     out = {}
-    for fmt in [f for e, f in get if e == "ours" and f.startswith("int4")]:
-        ours4, ours32 = get[("ours", fmt)], get[("ours", "fp32")]
-        out[f"{fmt}_prefill_vs_fp32"] = ours4["prefill"] / ours32["prefill"]
+    for eng, fmt in [(e, f) for e, f in get if e.startswith("ours") and f.startswith("int4")]:
+        ours4, ours32 = get[(eng, fmt)], get[(eng, "fp32")]
+        out[f"{eng}_{fmt}_prefill_vs_fp32"] = ours4["prefill"] / ours32["prefill"]
         for ref in (("transformers", "fp32"), ("llama.cpp", "Q4_0")):
             if ref in get:
-                out[f"{fmt}_decode_vs_{ref[0]}_{ref[1]}"] = (
+                out[f"{eng}_{fmt}_decode_vs_{ref[0]}_{ref[1]}"] = (
                     ours4["best_decode_tok_s"] / get[ref]["best_decode_tok_s"]
                 )
     return out
@@ -136,6 +144,13 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--engines",
+        nargs="+",
+        default=["native", "torch"],
+        choices=["native", "torch"],
+        help="our decode engines to time (the same prefill is reported for each)",
+    )
     ap.add_argument("--group-sizes", type=int, nargs="+", default=[32, 64], help="int4 groups")
     ap.add_argument("--hf-python", default="", help="python of a venv with transformers")
     ap.add_argument("--hf-folder", default="", help="HF folder of the model (save_hf)")
@@ -153,8 +168,9 @@ def main() -> None:
             name = f"int4-g{g}" if mode == "int4" else mode
             models[name] = copy.deepcopy(loaded.model)
             convert_linears(models[name], KernelConfig(mode=mode, group_size=g))
-    nbytes = {("ours", m): weight_bytes_per_token(models[m]) for m in models}
-    nbytes[("transformers", "fp32")] = nbytes[("ours", "fp32")]
+    nbytes = {(f"ours-{e}", m): weight_bytes_per_token(models[m]) for m in models
+              for e in args.engines}  # fmt: skip
+    nbytes[("transformers", "fp32")] = weight_bytes_per_token(models["fp32"])
     for spec in args.gguf:
         name, path = spec.split("=", 1)
         nbytes[("llama.cpp", name)] = gguf_weight_bytes(path)

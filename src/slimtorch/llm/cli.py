@@ -68,8 +68,8 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
         "--decode-threads",
         type=int,
         default=0,
-        help="threads while decoding (0 = torch's default for the torch engine, 1 for the "
-        "native one; 1 is fastest on busy cores)",
+        help="threads while decoding (0 = torch's default, all cores; 1 is fastest when the "
+        "cores are busy with other work)",
     )
     p.add_argument(
         "--engine",

@@ -52,7 +52,7 @@ def decoder(model: Llama, engine: str = "auto", threads: int = 0) -> Decoder:
     Args:
         model: The model, its KV cache set up.
         engine: ``"auto"``, ``"native"`` or ``"torch"`` (see :class:`GenerateConfig`).
-        threads: Native engine threads (0: one).
+        threads: Native engine threads (0: ``torch.get_num_threads()``).
 
     Raises:
         NativeUnavailable: ``engine="native"`` and the engine cannot be built or cannot run a
@@ -64,7 +64,7 @@ def decoder(model: Llama, engine: str = "auto", threads: int = 0) -> Decoder:
     batch = caches[0].kv.shape[1] if caches and caches[0] is not None else 1
     if engine == "native" or (engine == "auto" and batch == 1):
         try:
-            return NativeDecoder(model, threads=threads or 1)
+            return NativeDecoder(model, threads=threads or torch.get_num_threads())
         except NativeUnavailable:
             if engine == "native":
                 raise
@@ -82,9 +82,10 @@ class GenerateConfig:
         top_p: Keep the smallest set of tokens whose probability reaches p (1.0: all).
         seed: Seed of the sampling generator.
         stop_ids: Generation stops after emitting one of these.
-        decode_threads: threads for the decode phase (0: torch's setting for the torch
-            engine, 1 for the native one). One thread avoids OpenMP barrier stalls when the
-            cores are shared; prefill keeps the process setting.
+        decode_threads: threads for the decode phase (0: torch's setting,
+            ``torch.get_num_threads()``, for either engine). One thread avoids OpenMP barrier
+            stalls when the cores are shared with other work; prefill keeps the process
+            setting.
         engine: Decode engine: ``"native"`` (the compiled C step of
             :mod:`slimtorch.llm.native`, batch 1), ``"torch"`` (the fused-kernel
             :class:`~slimtorch.llm.decode.DecodePlan`) or ``"auto"`` (native when it can be

@@ -60,21 +60,54 @@ static inline float bf16_to_f32(uint16_t h) {
     return f;
 }
 
-/* Quantize x[k] to int8 per block of `blk`: dx[k/blk] the block scales, sums[k/blk] the
- * blocks' fp32 sums (may be NULL). */
+#ifdef __AVX2__
+static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+static inline float hsum8(__m256 v);
+#endif
+
+/* Quantize x[k] to int8 per block of `blk` (a multiple of 32): dx[k/blk] the block scales,
+ * sums[k/blk] the blocks' fp32 sums (may be NULL). Rounding: to nearest, ties to even. */
 static void quantize_q8(const float *x, int64_t k, int64_t blk, int8_t *xq, float *dx,
                         float *sums) {
     for (int64_t b = 0; b < k / blk; b++) {
         const float *xb = x + b * blk;
+        int8_t *qb = xq + b * blk;
+#ifdef __AVX2__
+        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+        __m256 vmax = _mm256_setzero_ps(), vsum = _mm256_setzero_ps();
+        for (int64_t j = 0; j < blk; j += 8) {
+            __m256 v = _mm256_loadu_ps(xb + j);
+            vmax = _mm256_max_ps(vmax, _mm256_and_ps(v, absmask));
+            vsum = _mm256_add_ps(vsum, v);
+        }
+        float amax = hmax8(vmax), tot = hsum8(vsum);
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        const __m256 vinv = _mm256_set1_ps(inv);
+        const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (int64_t j = 0; j < blk; j += 32) {
+            __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j), vinv));
+            __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 8), vinv));
+            __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 16), vinv));
+            __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 24), vinv));
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+            _mm256_storeu_si256((__m256i *)(qb + j), _mm256_permutevar8x32_epi32(p, perm));
+        }
+#else
         float amax = 0.0f, tot = 0.0f;
         for (int64_t j = 0; j < blk; j++) {
             amax = fmaxf(amax, fabsf(xb[j]));
             tot += xb[j];
         }
         float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        for (int64_t j = 0; j < blk; j++) qb[j] = (int8_t)lrintf(xb[j] * inv);
+#endif
         dx[b] = d;
         if (sums) sums[b] = tot;
-        for (int64_t j = 0; j < blk; j++) xq[b * blk + j] = (int8_t)lrintf(xb[j] * inv);
     }
 }
 
