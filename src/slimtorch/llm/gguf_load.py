@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import gc
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,14 @@ import numpy as np
 import torch
 
 from slimtorch.errors import ModelError
-from slimtorch.llm.gguf_quants import dequantize
+from slimtorch.llm.gguf_quants import BLOCK_DTYPES, BLOCK_ELEMS, SUPPORTED_TYPES, dequantize
 from slimtorch.llm.model import Llama, LlamaConfig, rope_tables
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHS = ("llama",)
 DEFAULT_CONTEXT = 2048
+DEQUANT_CHUNK = 1 << 20  # values dequantized per slice while loading
+FLOAT_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
 
 # GGUF tensor name -> our parameter name ({} is the block index).
 _BLOCK_NAMES = {
@@ -205,10 +208,39 @@ def config_from_metadata(meta: dict[str, Any], tensor_names: set[str]) -> LlamaC
 
 
 def tensor_to_torch(t: Any) -> torch.Tensor:
-    """Dequantize one ``gguf.ReaderTensor`` to an fp32 tensor in PyTorch's shape order."""
+    """Dequantize one ``gguf.ReaderTensor`` to an fp32 tensor in PyTorch's shape order.
+
+    Works through the (memory-mapped) data in slices of about ``DEQUANT_CHUNK`` values written
+    into the output, so the transient memory is a few slices, not several copies of the tensor
+    (the tied embedding of a small model is a fifth of its weights).
+    """
     shape = tuple(int(d) for d in reversed(t.shape))
-    values = dequantize(t.data, t.tensor_type.name, int(np.prod(shape)))
-    return torch.from_numpy(values.reshape(shape).copy())
+    n, kind = int(np.prod(shape)), t.tensor_type.name
+    raw = np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)
+    per_block, block_bytes = _geometry(kind, raw.size, n)
+    out = torch.empty(n)
+    dest = out.numpy()  # shares memory with out
+    step = max(1, DEQUANT_CHUNK // per_block)  # blocks per slice
+    for b in range(0, n // per_block, step):
+        e = min(b + step, n // per_block)
+        vals = dequantize(raw[b * block_bytes : e * block_bytes], kind, (e - b) * per_block)
+        dest[b * per_block : e * per_block] = vals
+    return out.reshape(shape)
+
+
+def _geometry(kind: str, nbytes: int, n: int) -> tuple[int, int]:
+    """Values and bytes per block of a GGML type (1 value for the float types)."""
+    if kind not in SUPPORTED_TYPES:
+        raise ModelError(
+            f"GGUF tensor type {kind} is not supported (supported: {', '.join(SUPPORTED_TYPES)})"
+        )
+    if kind in BLOCK_DTYPES:
+        per_block, block_bytes = BLOCK_ELEMS[kind], BLOCK_DTYPES[kind].itemsize
+    else:
+        per_block, block_bytes = 1, FLOAT_BYTES[kind]
+    if n % per_block or nbytes != n // per_block * block_bytes:
+        raise ModelError(f"GGUF tensor of type {kind}: {nbytes} bytes do not hold {n} values")
+    return per_block, block_bytes
 
 
 def load_gguf(path: str | Path, max_seq_len: int | None = None) -> LoadedModel:
@@ -226,14 +258,17 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> LoadedModel:
     """
     reader = _open_reader(path)
     meta = read_metadata(reader)
-    names = {t.name for t in reader.tensors}
+    tensors = list(reader.tensors)  # their data are views of the file's memory map
+    del reader  # its parsed metadata fields (one array per token string) are large
+    gc.collect()
+    names = {t.name for t in tensors}
     cfg = config_from_metadata(meta, names)
     if max_seq_len is not None:
         cfg = LlamaConfig(**{**cfg.to_dict(), "max_seq_len": int(max_seq_len)})
     with torch.device("meta"):
         model = Llama(cfg)
     state, types = {}, {}
-    for t in reader.tensors:
+    for t in tensors:
         ours = gguf_to_param_name(t.name)
         w = tensor_to_torch(t)
         if ours.endswith("attention.wq.weight"):
@@ -255,10 +290,14 @@ def _materialize(model: Llama, state: dict[str, torch.Tensor]) -> Llama:
             raise ModelError(
                 f"tensor {name}: shape {tuple(w.shape)}, expected {tuple(expected[name].shape)}"
             )
-    model = model.to_empty(device="cpu")
+    # Assign straight into the meta-device model: no empty copy of every weight is allocated
+    # first, so loading peaks at one model's size (plus the tensor being dequantized).
     model.load_state_dict(state, strict=False, assign=True)
     if model.config.tie_embeddings:
         model.output.weight = model.tok_embeddings.weight
     cfg = model.config
     model.rope_cos, model.rope_sin = rope_tables(cfg.head_size, cfg.max_seq_len, cfg.rope_theta)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ModelError(f"model file lacks tensors: {', '.join(left[:4])}")
     return model.eval()
