@@ -20,11 +20,11 @@ from slimtorch.llm.compress.awq import (
     awq_block,
     awq_scale_block,
     candidate_scales,
-    clip_grid_params,
     layer_loss,
     search_scale,
     weight_scale,
 )
+from slimtorch.llm.compress.awq_clip import clip_grid_params, clip_weight, search_clip_range
 from slimtorch.llm.compress.calibrate import capture_block_inputs, observe_inputs, run_block
 from slimtorch.llm.compress.config import AWQConfig, GPTQConfig
 from slimtorch.llm.compress.gptq import HessianAccumulator, gptq_quantize
@@ -129,8 +129,57 @@ def test_awq_gptq_block_error_at_most_awq_rtn(clip):
 
 
 @pytest.mark.parametrize(
-    "kw", [{"scale_search": "w"}, {"solver": "obq"}, {"gptq_percdamp": 0.0}, {"search_tokens": 0}]
+    "kw",
+    [
+        {"scale_search": "w"},
+        {"solver": "obq"},
+        {"gptq_percdamp": 0.0},
+        {"search_tokens": 0},
+        {"clip_mode": "x"},
+    ],
 )
 def test_awq_config_rejects_bad_options(kw):
     with pytest.raises(ConfigError):
         AWQConfig(**kw)
+
+
+def _group_errors(w, q, x, gs):
+    """Partial-output MSE of each (row, group): ``x_g @ (w_g - q_g)``, by plain loops."""
+    out = torch.zeros(w.shape[0], w.shape[1] // gs)
+    for r in range(w.shape[0]):
+        for g in range(w.shape[1] // gs):
+            cols = slice(g * gs, (g + 1) * gs)
+            out[r, g] = (x[:, cols] @ (w[r, cols] - q[r, cols])).pow(2).mean()
+    return out
+
+
+def _brute_force_sym(w, x, c):
+    """llm-awq's search by loops: every row and group, every shrink step, first minimum."""
+    best = torch.zeros(w.shape[0], w.shape[1] // c.group_size)
+    for step in range(int(c.clip_max_shrink * c.clip_grid)):
+        mx = grouped(w, c.group_size).abs().amax(-1, keepdim=True) * (1 - step / c.clip_grid)
+        q = fake_quantize(clip_weight(w, mx, c.group_size), c.bits, c.group_size)
+        err = _group_errors(w, q, x, c.group_size)
+        best = err if step == 0 else torch.minimum(best, err)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_clip_search_reaches_brute_force_minimum_and_asym_never_worse(seed):
+    g = torch.Generator().manual_seed(seed)
+    w, x = torch.randn(6, 32, generator=g) + 0.3, outlier_x(g)
+    errs = {}
+    for mode in ("sym", "asym"):
+        c = AWQConfig(3, 8, clip_mode=mode)
+        lo, hi = search_clip_range(w, x, c)
+        q = fake_quantize(clip_weight(w, hi, 8, lo), 3, 8)
+        errs[mode] = _group_errors(w, q, x, 8)
+    torch.testing.assert_close(errs["sym"], _brute_force_sym(w, x, AWQConfig(3, 8)))
+    assert (errs["asym"] <= errs["sym"] * (1 + 1e-5)).all()
+    assert errs["asym"].sum() < errs["sym"].sum()  # the refinement does find something here
+
+
+def outlier_x(g):
+    x = torch.randn(128, 32, generator=g)
+    x[:, :3] *= 10
+    return x

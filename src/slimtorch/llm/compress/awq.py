@@ -32,14 +32,14 @@ import torch
 from torch import nn
 
 from slimtorch.llm.compress.arch import ArchSpec, linear
+from slimtorch.llm.compress.awq_clip import clip_grid_params, clip_searched
 from slimtorch.llm.compress.calibrate import BlockInputs, observe_inputs, record_many, subsample
 from slimtorch.llm.compress.config import AWQ_SEARCH_TOKENS, AWQConfig, GPTQConfig
 from slimtorch.llm.compress.gptq import HessianAccumulator, gptq_quantize
-from slimtorch.llm.compress.rtn import fake_quantize, grouped, qparams, rtn_quantize, ungrouped
+from slimtorch.llm.compress.rtn import grouped, rtn_quantize, ungrouped
 
 MIN_SCALE = 1e-4  # llm-awq clamps s_X^alpha from below before normalising
 W_EPS = 1e-6  # AutoAWQ: |w| / (group max |w| + 1e-6) in the duo-scaling weight statistic
-CLIP_ROW_BATCH = 256  # output rows searched at once (bounds the search's memory)
 # The search only ranks 20 grid points; a subsample keeps its cost independent of
 # --n-samples (the default of AWQConfig.search_tokens).
 SEARCH_TOKENS = AWQ_SEARCH_TOKENS
@@ -68,8 +68,8 @@ def weight_scale(weights: Sequence[torch.Tensor], group_size: int | None) -> tor
         ``(in,)``.
 
     Example:
-        >>> weight_scale([torch.tensor([[1.0, -2.0], [4.0, 2.0]])], None)
-        tensor([0.6250, 0.7500])
+        >>> weight_scale([torch.tensor([[1.0, -2.0], [4.0, 0.0]])], None)
+        tensor([0.7500, 0.5000])
     """
     w = torch.cat(list(weights)).abs()
     wg = grouped(w, group_size)
@@ -85,8 +85,9 @@ def candidate_scale(
     Example:
         >>> candidate_scale(torch.tensor([1.0, 4.0]), 1.0)
         tensor([0.5000, 2.0000])
-        >>> candidate_scale(torch.tensor([1.0, 1.0]), 0.0, torch.tensor([1.0, 4.0]))
-        tensor([2.0000, 0.5000])
+        >>> s = candidate_scale(torch.tensor([1.0, 1.0]), 0.0, torch.tensor([1.0, 4.0]))
+        >>> torch.allclose(s, torch.tensor([2.0, 0.5]), atol=1e-3)
+        True
     """
     s = x_mean.pow(alpha)
     if w_mean is not None:
@@ -173,50 +174,6 @@ def fold_scales(prev: nn.Module, linears: Sequence[nn.Linear], s: torch.Tensor) 
             lin.weight.mul_(s[None, :])
 
 
-def search_clip(w: torch.Tensor, x: torch.Tensor, config: AWQConfig) -> torch.Tensor:
-    """Per output row and group, the clipping threshold with the lowest partial-output error.
-
-    Args:
-        w: weight ``(out, in)``.
-        x: sampled inputs ``(tokens, in)``.
-        config: grid, shrink range and quantization settings.
-
-    Returns:
-        ``max_val`` of shape ``(out, groups, 1)``.
-    """
-    c = config
-    pad = -x.shape[1] % (c.group_size or x.shape[1])
-    xg = grouped(torch.nn.functional.pad(x, (0, pad)), c.group_size)  # (n, g, gs), zero pad
-    best_max = []
-    for wb in grouped(w, c.group_size).split(CLIP_ROW_BATCH):  # (b, g, gs)
-        ref = torch.einsum("ngs,bgs->bgn", xg, wb)
-        org_max = wb.abs().amax(dim=-1, keepdim=True)
-        best_err = torch.full(org_max.shape, float("inf"))
-        best = org_max.clone()
-        for i in range(int(c.clip_max_shrink * c.clip_grid)):
-            mx = org_max * (1 - i / c.clip_grid)
-            cand = torch.minimum(torch.maximum(wb, -mx), mx)
-            q = fake_quantize(cand.reshape(-1, cand.shape[-1]), c.bits, None, c.symmetric)
-            out = torch.einsum("ngs,bgs->bgn", xg, q.reshape(wb.shape))
-            err = (out - ref).pow(2).mean(dim=-1, keepdim=True)
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best = torch.where(better, mx, best)
-        best_max.append(best)
-    return torch.cat(best_max)
-
-
-def clip_weight(w: torch.Tensor, max_val: torch.Tensor, group_size: int | None) -> torch.Tensor:
-    """Clamp each group of ``w`` to ``[-max_val, max_val]``.
-
-    Example:
-        >>> clip_weight(torch.tensor([[3.0, -3.0]]), torch.tensor([[[1.0]]]), None)
-        tensor([[ 1., -1.]])
-    """
-    wg = grouped(w, group_size)
-    return ungrouped(torch.minimum(torch.maximum(wg, -max_val), max_val), w.shape[1])
-
-
 def awq_quantize_layer(w: torch.Tensor, x: torch.Tensor, config: AWQConfig) -> torch.Tensor:
     """AWQ on one linear with inputs ``x``: scale search, clipping search, rounding.
 
@@ -235,7 +192,7 @@ def awq_quantize_layer(w: torch.Tensor, x: torch.Tensor, config: AWQConfig) -> t
     ws, xs = w * s[None, :], x / s[None, :]
     if config.clip:
         stride = max(1, x.shape[0] // config.clip_tokens)
-        ws = clip_weight(ws, search_clip(ws, xs[::stride], config), config.group_size)
+        ws = clip_searched(ws, xs[::stride], config)
     return rtn_quantize(ws, config.rtn()) / s[None, :]
 
 
@@ -321,20 +278,6 @@ def awq_scale_block(
     return report
 
 
-def clip_grid_params(w: torch.Tensor, x: torch.Tensor | None, config: AWQConfig) -> tuple:
-    """The ``(scale, minimum)`` grid per row and group that rounding uses: that of the weight
-    clipped where the clipping search chose (``x`` its inputs), or of ``w`` when ``x`` is None.
-
-    Example:
-        >>> s, m = clip_grid_params(torch.tensor([[0.0, 3.0]]), None, AWQConfig(2, None))
-        >>> s.flatten().tolist(), m.flatten().tolist()
-        [1.0, 0.0]
-    """
-    if x is not None:
-        w = clip_weight(w, search_clip(w, x, config), config.group_size)
-    return qparams(grouped(w, config.group_size), config.bits, config.symmetric)
-
-
 def _clip_samples(
     block: nn.Module, names: Sequence[str], inputs: BlockInputs, config: AWQConfig
 ) -> dict[str, torch.Tensor]:
@@ -400,6 +343,6 @@ def awq_block(
         lin = linear(block, name)
         w = lin.weight.data
         if name in xs:
-            w = clip_weight(w, search_clip(w, xs[name], config), config.group_size)
+            w = clip_searched(w, xs[name], config)
         lin.weight.data = rtn_quantize(w, config.rtn())
     return report

@@ -33,6 +33,7 @@ AWQ_SEARCH_TOKENS = 1024
 # each group normalised by its max |w|).
 AWQ_SCALE_SEARCHES = ("x", "duo", "both")
 AWQ_SOLVERS = ("rtn", "gptq")
+AWQ_CLIP_MODES = ("sym", "asym")
 # GPTQ / SparseGPT (Frantar et al. 2022/2023): 1% of the mean Hessian diagonal as damping,
 # lazy batch updates over blocks of 128 columns.
 GPTQ_PERCDAMP = 0.01
@@ -106,6 +107,8 @@ class AWQConfig:
             or "gptq" (GPTQ error feedback on the block's calibration Hessians, on the grid
             the clipping search chose).
         gptq_percdamp: GPTQ's damping when ``solver="gptq"``.
+        clip_mode: "sym" clamps to ``[-m, m]`` (llm-awq); "asym" then refines the maximum
+            and the minimum separately (see ``awq_clip``).
     """
 
     bits: int = 4
@@ -120,6 +123,7 @@ class AWQConfig:
     search_tokens: int = AWQ_SEARCH_TOKENS
     solver: str = "rtn"
     gptq_percdamp: float = GPTQ_PERCDAMP
+    clip_mode: str = "sym"
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -137,6 +141,10 @@ class AWQConfig:
             )
         if self.solver not in AWQ_SOLVERS:
             raise ConfigError(f"solver: expected one of {AWQ_SOLVERS}, got {self.solver!r}")
+        if self.clip_mode not in AWQ_CLIP_MODES:
+            raise ConfigError(
+                f"clip_mode: expected one of {AWQ_CLIP_MODES}, got {self.clip_mode!r}"
+            )
         if self.gptq_percdamp <= 0:
             raise ConfigError(f"gptq_percdamp: expected > 0, got {self.gptq_percdamp}")
 
