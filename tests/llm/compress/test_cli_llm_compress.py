@@ -26,6 +26,11 @@ def test_options_build_the_api_configs():
     assert _config("--method", "rtn", "--group-size", "channel") == RTNConfig(4, None)
     assert _config("--method", "gptq", "--act-order") == GPTQConfig(4, 128, act_order=True)
     assert _config("--method", "kmeans") == KMeansConfig(4, None)
+    awq = ("--method", "awq", "--awq-solver", "gptq", "--awq-scales", "duo", "--percdamp", "0.1")
+    assert _config(*awq, "--awq-clip-mode", "asym") == AWQConfig(
+        scale_search="duo", solver="gptq", gptq_percdamp=0.1, clip_mode="asym"
+    )
+    assert _config("--method", "gptq", "--percdamp", "0.05") == GPTQConfig(percdamp=0.05)
     assert _config("--method", "wanda", "--nm", "4:8") == WandaConfig(nm=(4, 8))
     assert _config("--method", "sparsegpt", "--sparsity", "0.6") == SparseGPTConfig(0.6)
 
@@ -35,6 +40,7 @@ def test_options_build_the_api_configs():
     [
         (["--method", "rtn", "--bits", "5", "--out", "x.gguf"], "bits"),
         (["--method", "rtn", "--out", "x.bin"], "--out"),
+        (["--method", "gptq", "--percdamp", "0", "--out", "x.gguf"], "percdamp"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(argv, message, capsys):

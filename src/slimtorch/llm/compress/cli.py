@@ -71,6 +71,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--symmetric", action="store_true", help="symmetric grid (RTN/AWQ/GPTQ)")
     p.add_argument("--act-order", action="store_true", help="GPTQ: columns by decreasing Hessian")
+    p.add_argument(
+        "--awq-solver",
+        default="rtn",
+        choices=("rtn", "gptq"),
+        help="AWQ: round the scaled, clipped weights to nearest (rtn, default) or with GPTQ "
+        "error feedback on the clipped grid (gptq: best with in-domain calibration text)",
+    )
+    p.add_argument(
+        "--awq-scales",
+        default="x",
+        choices=("x", "duo", "both"),
+        help="AWQ scale candidates: s_X^a (x, default), AutoAWQ's s_X^a / s_W^(1-a) (duo), or both",
+    )
+    p.add_argument(
+        "--awq-clip-mode",
+        default="sym",
+        choices=("sym", "asym"),
+        help="AWQ clipping: [-m, m] (sym, default) or then max and min refined separately (asym)",
+    )
+    p.add_argument(
+        "--percdamp",
+        type=float,
+        default=0.01,
+        help="GPTQ (and --awq-solver gptq) Hessian damping, fraction of its mean diagonal (0.01)",
+    )
     p.add_argument("--sparsity", type=float, default=0.5, help="pruned fraction (default 0.5)")
     p.add_argument("--nm", type=_nm, default=None, help="N:M pattern, keep N of every M (2:4)")
     p.add_argument(
@@ -118,8 +143,14 @@ def build_config(args: argparse.Namespace):
     if m == "rtn":
         return c.RTNConfig(**kw)
     if m == "awq":
-        return c.AWQConfig(**kw)
-    return c.GPTQConfig(**kw, act_order=args.act_order)
+        return c.AWQConfig(
+            **kw,
+            scale_search=args.awq_scales,
+            solver=args.awq_solver,
+            clip_mode=args.awq_clip_mode,
+            gptq_percdamp=args.percdamp,
+        )
+    return c.GPTQConfig(**kw, act_order=args.act_order, percdamp=args.percdamp)
 
 
 def _calib_path(args: argparse.Namespace) -> Path:
