@@ -92,7 +92,12 @@ def _naive_awq_gptq(block, inputs, config):
     """Scales as AWQ folds them, then each input group's Hessian from a fresh block run with
     the earlier groups already quantized, GPTQ without clipping."""
     awq_scale_block(block, LLAMA, inputs, config)
-    gcfg = GPTQConfig(config.bits, config.group_size, percdamp=config.gptq_percdamp)
+    gcfg = GPTQConfig(
+        config.bits,
+        config.group_size,
+        percdamp=config.gptq_percdamp,
+        act_order=config.gptq_act_order,
+    )
     for group in LLAMA.input_groups:
         xs = {n: [] for n in group}
         observe_inputs(block, {n: xs[n].append for n in group}, inputs)
@@ -104,8 +109,11 @@ def _naive_awq_gptq(block, inputs, config):
             lin.weight.data = gptq_quantize(lin.weight.data, acc.hessian(), gcfg)
 
 
-def test_awq_gptq_block_matches_naive_sequential_rebuild():
-    config = AWQConfig(3, 16, clip=False, solver="gptq", gptq_percdamp=0.05)
+@pytest.mark.parametrize("act_order", [False, True])
+def test_awq_gptq_block_matches_naive_sequential_rebuild(act_order):
+    config = AWQConfig(
+        3, 16, clip=False, solver="gptq", gptq_percdamp=0.05, gptq_act_order=act_order
+    )
     model = tiny_llama(seed=6)
     inputs = capture_block_inputs(model, model.layers, calib_tokens(6), 3)
     fast, ref = model.layers[0], copy.deepcopy(model.layers[0])

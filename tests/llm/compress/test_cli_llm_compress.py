@@ -27,8 +27,8 @@ def test_options_build_the_api_configs():
     assert _config("--method", "gptq", "--act-order") == GPTQConfig(4, 128, act_order=True)
     assert _config("--method", "kmeans") == KMeansConfig(4, None)
     awq = ("--method", "awq", "--awq-solver", "gptq", "--awq-scales", "duo", "--percdamp", "0.1")
-    assert _config(*awq, "--awq-clip-mode", "asym") == AWQConfig(
-        scale_search="duo", solver="gptq", gptq_percdamp=0.1, clip_mode="asym"
+    assert _config(*awq, "--awq-clip-mode", "asym", "--act-order") == AWQConfig(
+        scale_search="duo", solver="gptq", gptq_percdamp=0.1, clip_mode="asym", gptq_act_order=True
     )
     assert _config("--method", "gptq", "--percdamp", "0.05") == GPTQConfig(percdamp=0.05)
     assert _config("--method", "wanda", "--nm", "4:8") == WandaConfig(nm=(4, 8))

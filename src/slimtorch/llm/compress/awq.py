@@ -297,7 +297,11 @@ def _round_gptq(block: nn.Module, spec: ArchSpec, inputs: BlockInputs, config: A
     """GPTQ rounding of the (scaled) block, input group by input group: each group's
     Hessians (and clipping samples) are taken with the earlier groups already quantized."""
     gcfg = GPTQConfig(
-        config.bits, config.group_size, config.symmetric, percdamp=config.gptq_percdamp
+        config.bits,
+        config.group_size,
+        config.symmetric,
+        percdamp=config.gptq_percdamp,
+        act_order=config.gptq_act_order,
     )
     sub = subsample(inputs, config.search_tokens)
     for group in spec.input_groups:

@@ -70,7 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "k-means: codebook per group, default channel)",
     )
     p.add_argument("--symmetric", action="store_true", help="symmetric grid (RTN/AWQ/GPTQ)")
-    p.add_argument("--act-order", action="store_true", help="GPTQ: columns by decreasing Hessian")
+    p.add_argument(
+        "--act-order",
+        action="store_true",
+        help="GPTQ (and --awq-solver gptq): columns by decreasing Hessian diagonal",
+    )
     p.add_argument(
         "--awq-solver",
         default="rtn",
@@ -149,6 +153,7 @@ def build_config(args: argparse.Namespace):
             solver=args.awq_solver,
             clip_mode=args.awq_clip_mode,
             gptq_percdamp=args.percdamp,
+            gptq_act_order=args.act_order,
         )
     return c.GPTQConfig(**kw, act_order=args.act_order, percdamp=args.percdamp)
 

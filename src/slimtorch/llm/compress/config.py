@@ -107,6 +107,8 @@ class AWQConfig:
             or "gptq" (GPTQ error feedback on the block's calibration Hessians, on the grid
             the clipping search chose).
         gptq_percdamp: GPTQ's damping when ``solver="gptq"``.
+        gptq_act_order: GPTQ visits columns by decreasing Hessian diagonal (the grid is fixed
+            before the solve either way: the clipped one, or static groups of the weight).
         clip_mode: "sym" clamps to ``[-m, m]`` (llm-awq); "asym" then refines the maximum
             and the minimum separately (see ``awq_clip``).
     """
@@ -124,6 +126,7 @@ class AWQConfig:
     solver: str = "rtn"
     gptq_percdamp: float = GPTQ_PERCDAMP
     clip_mode: str = "sym"
+    gptq_act_order: bool = False
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
