@@ -1,5 +1,6 @@
 """On the real SmolLM2-135M (slow): AWQ's block output error <= round-to-nearest's on its
-first block, and Wanda's <= magnitude's, with a little WikiText-2 calibration."""
+first block, and Wanda's <= magnitude's, with a little WikiText-2 calibration; AWQ + GPTQ
+rounding <= AWQ + RTN on held-out Shakespeare after in-domain calibration."""
 
 from __future__ import annotations
 
