@@ -73,12 +73,14 @@ def run_one(args: argparse.Namespace) -> dict:
     import torch
 
     from slimtorch.llm.compress import CalibConfig, compress_model
+    from slimtorch.llm.compress.api import return_freed_memory
     from slimtorch.llm.compress.calibrate import calibration_windows, read_text
     from slimtorch.llm.perplexity import PerplexityConfig, perplexity
     from slimtorch.llm.source import load_model
     from slimtorch.llm.tokenizer import Tokenizer
 
     torch.manual_seed(0)
+    return_freed_memory()  # as `slimtorch llm compress` does, before loading
     loaded = load_model(args.model)
     tok = Tokenizer.from_gguf_metadata(loaded.metadata)
     model = loaded.model

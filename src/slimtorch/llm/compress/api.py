@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -100,6 +101,31 @@ def method_name(config: MethodConfig) -> str:
     raise ConfigError(f"unknown compression config {type(config).__name__}")
 
 
+# glibc mallopt parameters (malloc.h) and the threshold set while compressing.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+HEAP_THRESHOLD_BYTES = 1 << 20
+
+
+def return_freed_memory() -> bool:
+    """Make glibc hand freed memory back to the system promptly (no-op elsewhere).
+
+    Block-by-block solvers allocate and free tens of MiB per step. glibc's default raises its
+    mmap threshold after each large free, so later allocations come from the heap, fragment
+    it, and the resident size grows block after block (measured on SmolLM2, Wanda 50%: +400
+    MiB over 30 blocks, against +80 MiB with a fixed 1 MiB threshold). Fixing the mmap and trim
+    thresholds at 1 MiB stops that for the rest of the process.
+
+    Returns:
+        Whether glibc accepted the settings.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLD_BYTES)
+        return bool(ok and libc.mallopt(M_TRIM_THRESHOLD, HEAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -173,8 +199,12 @@ def compress_model(
     Returns:
         A ``CompressReport``; the model's weights are replaced by their compressed values
         (dequantized, or with zeros), AWQ's scales folded into its norms and linears.
+
+    Calls :func:`return_freed_memory` (glibc's allocator then returns freed memory promptly,
+    process-wide) so the resident size does not creep up block after block.
     """
     calib = calib or CalibConfig()
+    return_freed_memory()
     spec = arch_of(model)
     blocks = blocks_of(model, spec)
     calibrated = isinstance(config, CALIBRATED)

@@ -191,9 +191,11 @@ def _save(model, loaded, args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     from slimtorch.io import atomic_write_text
     from slimtorch.llm.compress import CalibConfig, compress_model
-    from slimtorch.llm.compress.api import CALIBRATED
+    from slimtorch.llm.compress.api import CALIBRATED, return_freed_memory
     from slimtorch.llm.compress.calibrate import calibration_windows, read_text
     from slimtorch.llm.source import load_model, load_tokenizer
+
+    return_freed_memory()  # before loading: the heap never grows fragmented
 
     config = build_config(args)
     if args.out.suffix.lower() not in (".gguf", ".safetensors"):
