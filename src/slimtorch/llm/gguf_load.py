@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from slimtorch.errors import ModelError
-from slimtorch.llm.gguf_quants import BLOCK_DTYPES, BLOCK_ELEMS, SUPPORTED_TYPES, dequantize
+from slimtorch.llm.gguf_quants import BLOCK_DTYPES, BLOCK_ELEMS, check_type, dequantize
 from slimtorch.llm.model import Llama, LlamaConfig, rope_tables
 
 GGUF_MAGIC = b"GGUF"
@@ -230,10 +230,7 @@ def tensor_to_torch(t: Any) -> torch.Tensor:
 
 def _geometry(kind: str, nbytes: int, n: int) -> tuple[int, int]:
     """Values and bytes per block of a GGML type (1 value for the float types)."""
-    if kind not in SUPPORTED_TYPES:
-        raise ModelError(
-            f"GGUF tensor type {kind} is not supported (supported: {', '.join(SUPPORTED_TYPES)})"
-        )
+    check_type(kind)
     if kind in BLOCK_DTYPES:
         per_block, block_bytes = BLOCK_ELEMS[kind], BLOCK_DTYPES[kind].itemsize
     else:

@@ -180,6 +180,15 @@ _DEQUANT = {
 }
 
 
+def check_type(type_name: str) -> None:
+    """Raise a ModelError naming ``type_name`` unless it is one we dequantize."""
+    if type_name not in SUPPORTED_TYPES:
+        raise ModelError(
+            f"GGUF tensor type {type_name} is not supported "
+            f"(supported: {', '.join(SUPPORTED_TYPES)})"
+        )
+
+
 def dequantize(raw: np.ndarray, type_name: str, n_elements: int) -> np.ndarray:
     """Dequantize a tensor's raw bytes to a flat fp32 array in file order.
 
@@ -207,10 +216,7 @@ def dequantize(raw: np.ndarray, type_name: str, n_elements: int) -> np.ndarray:
         blocks = buf.view(BLOCK_DTYPES[type_name])
         out = _DEQUANT[type_name](blocks).reshape(-1)
     else:
-        raise ModelError(
-            f"GGUF tensor type {type_name} is not supported "
-            f"(supported: {', '.join(SUPPORTED_TYPES)})"
-        )
+        check_type(type_name)
     if out.size != n_elements:
         raise ModelError(
             f"GGUF tensor of type {type_name}: {out.size} values, {n_elements} expected"
