@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +152,7 @@ def test_user_factory_from_working_directory(tmp_path: Path) -> None:
             "p.json",
         ],
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": "."},  # the working folder is never on sys.path implicitly
         capture_output=True,
         text=True,
         timeout=300,
@@ -242,6 +244,7 @@ def test_token_model_with_int64_input(tmp_path: Path) -> None:
             "p.json",
         ],
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": "."},  # the working folder is never on sys.path implicitly
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -325,8 +324,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if os.getcwd() not in sys.path:  # like `python -m`: user factories import from here
-        sys.path.insert(0, os.getcwd())
     try:
         return int(args.func(args))
     except SlimtorchError as exc:
