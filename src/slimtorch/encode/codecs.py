@@ -222,7 +222,8 @@ def _pack_lengths(lengths: np.ndarray, lbits: int) -> bytes:
     return ((padded[0::2] << 4) | padded[1::2]).astype(np.uint8).tobytes()
 
 
-def _table_bytes(alphabet: int, lbits: int) -> int:
+def length_table_bytes(alphabet: int, lbits: int) -> int:
+    """Bytes of a HUFFMAN stream's code-length table: one per symbol, or one per two."""
     return alphabet if lbits == 8 else (alphabet + 1) // 2
 
 
@@ -264,6 +265,8 @@ def encode_tensor(
     positions = codec.flat_positions()
     if isinstance(codec, SparseWeight):
         return _encode_sparse(entry, codec, positions, max_code_length)
+    if not tensor.is_floating_point():
+        raise ConfigError(f"{name}: a codebook needs a floating-point tensor, not {tensor.dtype}")
     indices = codec.indices.detach().cpu().numpy().astype(np.int64).reshape(-1)
     k = codec.codebook.numel()
     _check_indices(indices, k, name)
@@ -290,8 +293,9 @@ def _encode_sparse(
 ) -> tuple[dict[str, Any], list[Stream]]:
     bits = codec.index_bits or default_index_bits(tuple(entry["shape"]))
     gaps, filler = relative_gaps(positions, bits)
-    values = torch.zeros(gaps.size, dtype=codec.values.dtype)
-    values[torch.from_numpy(~filler)] = codec.values.detach().cpu().reshape(-1)
+    dtype = DTYPES[entry["dtype"]]  # values are stored in the tensor's own dtype
+    values = torch.zeros(gaps.size, dtype=dtype)
+    values[torch.from_numpy(~filler)] = codec.values.detach().cpu().reshape(-1).to(dtype)
     streams = [_raw_stream("values", values), _huffman_stream("gaps", gaps, 1 << bits, max_len)]
     return {**entry, "codec": int(Codec.SPARSE), "index_bits": bits}, streams
 
@@ -309,16 +313,21 @@ def _decode_raw(meta: dict[str, Any], data: bytes) -> Tensor:
         raise CodecError(f"stream {meta.get('name')!r}: raw size or dtype does not match")
     if not data:
         return torch.empty(0, dtype=dtype)
+    if dtype == torch.bool and max(data) > 1:  # any other byte is not a bool in torch
+        raise CodecError(f"stream {meta.get('name')!r}: bool values must be bytes 0 or 1")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype)
 
 
 def _decode_huffman(meta: dict[str, Any], data: bytes) -> np.ndarray:
     alphabet, lbits = int(meta["alphabet"]), int(meta["lbits"])
-    table = _table_bytes(alphabet, lbits)
+    table = length_table_bytes(alphabet, lbits)
     if lbits not in (4, 8) or len(data) < table:
         raise CodecError(f"stream {meta.get('name')!r}: code-length table is cut short")
     lengths = _unpack_lengths(data[:table], alphabet, lbits)
-    return huffman_decode(data[table:], lengths, int(meta["count"]))
+    try:
+        return huffman_decode(data[table:], lengths, int(meta["count"]))
+    except ConfigError as exc:  # lengths over the limit, or no prefix code has them
+        raise CodecError(f"stream {meta.get('name')!r}: invalid code-length table: {exc}") from exc
 
 
 def decode_stream(meta: dict[str, Any], data: bytes) -> Tensor | np.ndarray:
@@ -362,12 +371,19 @@ def decode_tensor(entry: dict[str, Any], streams: list[Stream]) -> Tensor:
     raise AssertionError(f"unhandled codec {codec}")  # _STREAM_NAMES lists every layout
 
 
-_STREAM_NAMES: dict[int, list[str]] = {
-    Codec.PLAIN: ["values"],
-    Codec.CODEBOOK: ["codebook", "indices"],
-    Codec.SPARSE_CODEBOOK: ["codebook", "indices", "gaps"],
-    Codec.SPARSE: ["values", "gaps"],
+# Each layout's streams, in payload order, with the stream codec each one must use.
+LAYOUT_STREAMS: dict[int, tuple[tuple[str, Codec], ...]] = {
+    Codec.PLAIN: (("values", Codec.RAW),),
+    Codec.CODEBOOK: (("codebook", Codec.RAW), ("indices", Codec.HUFFMAN)),
+    Codec.SPARSE_CODEBOOK: (
+        ("codebook", Codec.RAW),
+        ("indices", Codec.HUFFMAN),
+        ("gaps", Codec.HUFFMAN),
+    ),
+    Codec.SPARSE: (("values", Codec.RAW), ("gaps", Codec.HUFFMAN)),
 }
+SPARSE_LAYOUTS = (Codec.SPARSE_CODEBOOK, Codec.SPARSE)  # the layouts with an ``index_bits``
+_STREAM_NAMES = {layout: [n for n, _ in streams] for layout, streams in LAYOUT_STREAMS.items()}
 
 
 def _check_symbols(symbols: np.ndarray, k: int, entry: dict[str, Any]) -> None:
@@ -388,6 +404,9 @@ def _scatter(
     numel = math.prod(shape)
     if values.numel() != positions.size or (positions.size and positions[-1] >= numel):
         raise CodecError(f"sparse entries do not fit shape {list(shape)}")
-    out = torch.zeros(numel, dtype=dtype)
+    try:
+        out = torch.zeros(numel, dtype=dtype)
+    except (RuntimeError, MemoryError) as exc:  # the header's shape is within the caps
+        raise CodecError(f"cannot allocate {numel:,} values of shape {list(shape)}") from exc
     out[torch.from_numpy(positions)] = values
     return out.reshape(shape)

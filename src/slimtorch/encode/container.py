@@ -50,8 +50,14 @@ from slimtorch.encode.codecs import (
     encode_tensor,
     stream_nbytes,
 )
+from slimtorch.encode.header_schema import (
+    MAX_HEADER_BYTES,
+    FormatError,
+    check_header,
+    check_payload_bytes,
+)
 from slimtorch.encode.huffman import DEFAULT_MAX_CODE_LENGTH, HuffmanError
-from slimtorch.errors import ConfigError, ModelError
+from slimtorch.errors import ConfigError
 from slimtorch.io import atomic_write_bytes
 from slimtorch.models import ModelSpec, build_model
 
@@ -62,10 +68,6 @@ FLAG_ZLIB_HEADER = 1
 KNOWN_FLAGS = FLAG_ZLIB_HEADER
 PREFIX = struct.Struct("<8sHHII")  # magic, version, flags, header length, header CRC-32
 ENCODE_CONFIG_VERSION = 1
-
-
-class FormatError(ModelError):
-    """A file is not a valid slimtorch compressed model (foreign, truncated or corrupted)."""
 
 
 @dataclass(frozen=True)
@@ -223,30 +225,42 @@ def _read_prefix(blob: bytes, where: str) -> tuple[int, int, int, int]:
     return version, flags, hlen, hcrc
 
 
+def _inflate(stored: bytes) -> bytes:
+    """A zlib header's JSON text; at most MAX_HEADER_BYTES (a zip bomb stops there)."""
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(stored, MAX_HEADER_BYTES + 1)
+    if len(text) > MAX_HEADER_BYTES:
+        raise zlib.error(f"it inflates past {MAX_HEADER_BYTES:,} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise zlib.error("the zlib stream is incomplete or followed by other bytes")
+    return text
+
+
 def _read_header(blob: bytes, where: str) -> tuple[dict[str, Any], int]:
-    """The parsed header and the payload's start offset."""
+    """The parsed and validated header (:func:`check_header`) and the payload's start offset."""
     _, flags, hlen, hcrc = _read_prefix(blob, where)
     stored = blob[PREFIX.size : PREFIX.size + hlen]
     if len(stored) < hlen:
         raise FormatError(f"{where} is truncated inside its header ({len(blob)} bytes)")
     if zlib.crc32(stored) != hcrc:
         raise FormatError(f"{where} is corrupted: the header's CRC-32 does not match")
+    if len(stored) > MAX_HEADER_BYTES:
+        raise FormatError(f"{where}: its header is over {MAX_HEADER_BYTES:,} bytes")
     try:
-        text = zlib.decompress(stored) if flags & FLAG_ZLIB_HEADER else stored
+        text = _inflate(stored) if flags & FLAG_ZLIB_HEADER else stored
         header = json.loads(text.decode("utf-8"))
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: bad JSON or an int of over 4300 digits; RecursionError: deep nesting
         raise FormatError(f"{where} is corrupted: unreadable header ({exc})") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise FormatError(f"{where}: header is not a {FORMAT_NAME} header")
-    return header, PREFIX.size + hlen
+    start = PREFIX.size + hlen
+    check_header(header, len(blob) - start, where)
+    return header, start
 
 
 def _check_payload_size(header: dict[str, Any], blob: bytes, start: int, where: str) -> None:
-    have, want = len(blob) - start, header.get("payload_bytes")
-    if not isinstance(want, int) or have < want:
-        raise FormatError(f"{where} is truncated: payload has {have} bytes, header says {want}")
-    if have > want:
-        raise FormatError(f"{where} has {have - want} unexpected bytes after its payload")
+    check_payload_bytes(header.get("payload_bytes"), len(blob) - start, where)
 
 
 def _decode_entry(entry: dict[str, Any], payload: memoryview, where: str) -> Tensor:
