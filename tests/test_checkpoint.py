@@ -109,12 +109,59 @@ def test_newer_version_and_foreign_json_are_refused(saved):
         load_checkpoint(saved)
 
 
+def resign(header):
+    """The header with ``header_sha256`` recomputed as docs say: canonical JSON, no self."""
+    body = {k: v for k, v in header.items() if k != "header_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return {**body, "header_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
 def test_spec_that_does_not_fit_the_weights_is_refused(saved):
     header_path = saved / "model.json"
     header = json.loads(header_path.read_text())
     header["spec"]["kwargs"]["num_classes"] = 3
-    header_path.write_text(json.dumps(header))
+    header_path.write_text(json.dumps(resign(header)))
     with pytest.raises(ModelError, match="does not fit"):
+        load_checkpoint(saved)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda h: h["metrics"].update(seed=7),
+        lambda h: h["metrics"].update(test_accuracy=1.0),
+        lambda h: h["spec"]["kwargs"].update(act="silu"),
+        lambda h: h["weights"].update(file="other.safetensors"),
+        lambda h: h.update(comment="hand edit"),
+    ],
+)
+def test_edited_header_is_refused(saved, edit):
+    header_path = saved / "model.json"
+    header = json.loads(header_path.read_text())
+    edit(header)
+    header_path.write_text(json.dumps(header))
+    with pytest.raises(ModelError, match="edited or corrupted"):
+        load_checkpoint(saved)
+    header_path.write_text(json.dumps(resign(header), indent=1))  # re-signed: accepted
+    load_checkpoint(saved)
+
+
+def test_version_1_header_without_checksum_loads_with_a_warning(saved):
+    header_path = saved / "model.json"
+    header = json.loads(header_path.read_text())
+    del header["header_sha256"]
+    header["version"] = 1
+    header_path.write_text(json.dumps(header))
+    with pytest.warns(UserWarning, match="without a checksum"):
+        load_checkpoint(saved)
+
+
+def test_metrics_must_be_an_object(saved):
+    header_path = saved / "model.json"
+    header = json.loads(header_path.read_text())
+    header["metrics"] = [1, 2]
+    header_path.write_text(json.dumps(resign(header)))
+    with pytest.raises(ModelError, match="metrics must be a JSON object"):
         load_checkpoint(saved)
 
 

@@ -4,10 +4,17 @@ A checkpoint is a folder with two files:
 
 - ``model.safetensors``: the model's ``state_dict`` in safetensors format (weight-normalized
   layers keep their ``parametrizations.weight.original0/1`` keys).
-- ``model.json``: ``{"format": "slimtorch-checkpoint", "version": 1, "spec": {...},
-  "metrics": {...}, "weights": {"file": "model.safetensors", "bytes": N, "sha256": "..."}}``.
-  ``spec`` is a :class:`~slimtorch.models.ModelSpec` dict, so ``build_model`` rebuilds the
-  architecture before the weights are loaded.
+- ``model.json``: ``{"format": "slimtorch-checkpoint", "version": 2, "spec": {...},
+  "metrics": {...}, "weights": {"file": "model.safetensors", "bytes": N, "sha256": "..."},
+  "header_sha256": "..."}``. ``spec`` is a :class:`~slimtorch.models.ModelSpec` dict, so
+  ``build_model`` rebuilds the architecture before the weights are loaded. ``header_sha256``
+  is the SHA-256 of the header's canonical JSON (sorted keys, no spaces) without that field,
+  so an edited ``model.json`` (metrics, seed, data, spec) is refused, not silently used.
+  Version 1 headers (no ``header_sha256``) still load, with a warning.
+
+Opening a checkpoint never runs code it names: its spec may name only zoo models and
+slimtorch's own architectures unless ``trust_code=True`` (``--trust-code``); see
+:mod:`slimtorch.models.trust`.
 
 Both files are written atomically (weights first, then the header that vouches for them), and
 loading checks the byte count and SHA-256 before building anything, so a truncated or corrupted
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,9 @@ from slimtorch.io import atomic_write_bytes, atomic_write_text
 from slimtorch.models import ModelSpec, build_model
 
 FORMAT_NAME = "slimtorch-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+UNCHECKED_VERSION = 1  # written before headers carried their own checksum
+HEADER_SUM_KEY = "header_sha256"
 WEIGHTS_FILE = "model.safetensors"
 HEADER_FILE = "model.json"
 
@@ -102,12 +112,20 @@ def save_checkpoint(
         "metrics": header_metrics,
         "weights": {"file": WEIGHTS_FILE, "bytes": len(data), "sha256": _sha256(data)},
     }
+    header[HEADER_SUM_KEY] = _header_sha256(header)
     atomic_write_text(folder / HEADER_FILE, json.dumps(header, indent=2) + "\n")
     return folder
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _header_sha256(header: dict[str, Any]) -> str:
+    """SHA-256 of the header's canonical JSON, without its own checksum field."""
+    body = {k: v for k, v in header.items() if k != HEADER_SUM_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _sha256(text.encode("ascii"))
 
 
 def _checkpoint_folder(path: Path) -> Path:
@@ -141,10 +159,31 @@ def _read_header(path: Path) -> dict[str, Any]:
             f"{path} is checkpoint version {version}, newer than this slimtorch reads "
             f"(up to {FORMAT_VERSION}); upgrade slimtorch to load it"
         )
+    _check_header_sum(header, version, path)
     weights = header.get("weights")
     if not isinstance(weights, dict) or not {"bytes", "sha256"} <= set(weights):
         raise ModelError(f"{path} lacks the weights' size and sha256")
+    if not isinstance(weights["bytes"], int) or not isinstance(weights["sha256"], str):
+        raise ModelError(f"{path}: weights.bytes must be an int and weights.sha256 a string")
+    if not isinstance(header.get("metrics", {}), dict):
+        raise ModelError(f"{path}: metrics must be a JSON object")
     return header
+
+
+def _check_header_sum(header: dict[str, Any], version: int, path: Path) -> None:
+    """Refuse an edited header; warn once for a version-1 header that has no checksum."""
+    if version == UNCHECKED_VERSION and HEADER_SUM_KEY not in header:
+        warnings.warn(
+            f"{path} is a version-1 checkpoint header without a checksum: edits to it cannot "
+            "be detected; save the model again to add one",
+            stacklevel=3,
+        )
+        return
+    if header.get(HEADER_SUM_KEY) != _header_sha256(header):
+        raise ModelError(
+            f"{path} was edited or corrupted: its {HEADER_SUM_KEY} does not match its contents "
+            "(metrics, spec or weights entry changed after it was written)"
+        )
 
 
 def _read_weights(path: Path, expected: dict[str, Any]) -> bytes:
@@ -174,18 +213,23 @@ def _load_state(model: nn.Module, data: bytes, path: Path) -> None:
         raise ModelError(f"{path} does not fit the model its spec builds: {detail}") from exc
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, trust_code: bool | None = None
+) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
     """Rebuild a model from a checkpoint folder (or its ``model.json`` / ``model.safetensors``).
 
     Args:
         path: the checkpoint folder or either of its two files.
+        trust_code: let the spec name a third-party ``module:factory`` (it is imported and
+            run); None means the policy in force (the CLI's ``--trust-code``, else False).
 
     Returns:
         ``(model, spec, metrics)``; the model is on the CPU in eval mode.
 
     Raises:
-        ModelError: a file is missing, unreadable, truncated or corrupted (the message names
-            it), the checkpoint is a newer version, or the weights do not fit the spec.
+        ModelError: a file is missing, unreadable, truncated, corrupted or edited (the message
+            names it), the checkpoint is a newer version, the spec names a factory the trust
+            policy refuses, or the weights do not fit the spec.
 
     Example:
         >>> import tempfile
@@ -205,7 +249,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec,
         spec = ModelSpec.from_dict(header.get("spec"))
     except ConfigError as exc:
         raise ModelError(f"{header_path} has an invalid model spec: {exc}") from exc
-    model = build_model(spec)
+    model = build_model(spec, trust_code=trust_code, where=str(header_path))
     _load_state(model, data, weights_path)
     metrics = header.get("metrics") or {}
     return model.eval(), spec, dict(metrics)

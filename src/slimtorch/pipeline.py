@@ -41,7 +41,8 @@ from slimtorch.distill.distill import compose_hooks
 from slimtorch.encode import CompressedSummary, SparseWeight, from_quantized, save_compressed
 from slimtorch.encode.sparse_index import relative_gaps
 from slimtorch.errors import ConfigError
-from slimtorch.models import ModelSpec, build_model
+from slimtorch.models import ModelSpec, create_model
+from slimtorch.profile.noise import Noise
 from slimtorch.profile.timing import measure_latency
 from slimtorch.profile.trace import trace_model
 from slimtorch.prune import MaskKeeper, prune_model
@@ -80,6 +81,9 @@ class StageRecord:
     latency_ms: float
     seconds: float
     exact_file: bool = False  # size is the real file's length (encode stage)
+    threads: int | None = None  # torch threads of the latency figure
+    noisy: bool = False  # the latency figure was flagged noisy (slimtorch.profile.noise)
+    noise: Noise | None = None
 
 
 @dataclass
@@ -118,7 +122,7 @@ def state_bytes(model: nn.Module) -> int:
 def dense_model(model: nn.Module, spec: ModelSpec) -> nn.Module:
     """An ordinary model of ``spec`` holding ``model``'s effective weights (codebook layers
     decoded; pruned positions +0.0), in eval mode."""
-    dense = build_model(spec)
+    dense = create_model(spec.name, **spec.kwargs)  # the spec of a model already built
     shells = codebook_layers(model)
     source = model.state_dict()
     state = {}
@@ -165,9 +169,15 @@ def estimate_bytes(model: nn.Module, masks: dict, qbits: dict, huffman: HuffmanC
 
 
 def measure(
-    state: PipelineState, index: int, stage: str, loaders: Loaders, original: int, seconds: float
+    state: PipelineState,
+    index: int,
+    stage: str,
+    loaders: Loaders,
+    original: int,
+    seconds: float,
+    threads: int | None = None,
 ) -> StageRecord:
-    """Accuracy, sparsity, size, MACs and latency of the current model."""
+    """Accuracy, sparsity, size, MACs and latency (timed with ``threads``) of the model."""
     model = state.model.eval()
     dense = dense_model(model, state.spec)
     x = next(iter(loaders[2]))[0][:1]
@@ -180,7 +190,9 @@ def measure(
     else:
         size = estimate_bytes(dense, state.masks, state.qbits, state.huffman)
     trace = trace_model(dense, x)
-    latency = measure_latency(model, x, warmup=3, runs=LATENCY_RUNS, max_seconds=LATENCY_BUDGET_S)
+    latency = measure_latency(
+        model, x, warmup=3, runs=LATENCY_RUNS, max_seconds=LATENCY_BUDGET_S, threads=threads
+    )
     params = sum(p.numel() for p in dense.parameters())
     return StageRecord(
         index,
@@ -198,6 +210,9 @@ def measure(
         latency.median_s * 1e3,
         seconds,
         state.file is not None,
+        latency.threads,
+        latency.noisy,
+        latency.noise,
     )
 
 
@@ -412,6 +427,7 @@ def run_pipeline(
     progress: bool = True,
     max_stage_epochs: int | None = None,
     on_stage: Callable[[StageRecord], None] | None = None,
+    threads: int | None = None,
 ) -> PipelineResult:
     """Run every stage of ``recipe`` on ``model`` (changed in place) and measure each.
 
@@ -424,6 +440,8 @@ def run_pipeline(
         progress: progress bars while training.
         max_stage_epochs: cap every stage's epoch counts (quick runs).
         on_stage: called with each record as soon as it is measured.
+        threads: torch threads for the latency figures (None: the current setting); each
+            record holds it with the figure's noise verdict.
 
     Returns:
         A :class:`PipelineResult`; ``result.model`` is the final model as an ordinary dense
@@ -433,7 +451,7 @@ def run_pipeline(
     from slimtorch.distill.distill import snapshot_teacher
 
     state = PipelineState(model, spec, teacher=snapshot_teacher(model))
-    records = [measure(state, -1, "original", loaders, original, 0.0)]
+    records = [measure(state, -1, "original", loaders, original, 0.0, threads)]
     _emit(on_stage, records[-1])
     for i, stage in enumerate(recipe.stages):
         stage = cap_epochs(stage, max_stage_epochs)
@@ -443,9 +461,8 @@ def run_pipeline(
             runner(state, stage.config, recipe, loaders, progress, _path(out_file))
         else:
             runner(state, stage.config, recipe, loaders, progress)
-        records.append(
-            measure(state, i, stage.kind, loaders, original, time.perf_counter() - start)
-        )
+        elapsed = time.perf_counter() - start
+        records.append(measure(state, i, stage.kind, loaders, original, elapsed, threads))
         _emit(on_stage, records[-1])
     final = dense_model(state.model, spec)
     return PipelineResult(

@@ -45,7 +45,7 @@ def test_factory_path_gets_only_the_arguments_it_accepts(factories):
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
     create_model(f"{factories}:everything", image_size=5, act="relu", depth=2)
     seen = sys.modules[factories].everything.seen
-    assert seen == {"num_classes": 10, "in_channels": 1, "image_size": 5, "act": "relu", "depth": 2}
+    assert seen == {"image_size": 5, "act": "relu", "depth": 2}  # only what the caller gave
 
 
 @pytest.mark.parametrize(

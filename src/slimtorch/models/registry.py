@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from slimtorch.models.layers import check_act, check_norm
 from slimtorch.models.lenet import lenet5, lenet300
 from slimtorch.models.mobilenetv2 import mobilenetv2
 from slimtorch.models.resnet import resnet
+from slimtorch.models.trust import check_spec_name, resolve_trust, trust_code_scope
 from slimtorch.models.vgg import vgg
 
 MODEL_NAMES: tuple[str, ...] = ("lenet300", "lenet5", "vgg", "mobilenetv2", "resnet")
@@ -32,6 +34,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "resnet": resnet,
 }
 _SHAPE_ARGS = ("num_classes", "in_channels", "image_size")
+ZOO_SHAPE_DEFAULTS: dict[str, int] = {"num_classes": 10, "in_channels": 1, "image_size": 8}
 
 
 def default_norm_act(name: str) -> tuple[str, str]:
@@ -62,7 +65,10 @@ def _import_factory(path: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ModelError(f"cannot import module {module_name!r} for model {path!r}: {exc}") from exc
+        hint = "" if "." in sys.path else "; a module in the working folder needs PYTHONPATH=."
+        raise ModelError(
+            f"cannot import module {module_name!r} for model {path!r}: {exc}{hint}"
+        ) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelError(f"module {module_name!r} has no callable {attr!r} (model {path!r})")
@@ -91,8 +97,10 @@ def _call(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> nn.
     return model
 
 
-def _check_shape_args(num_classes: int, in_channels: int, image_size: int) -> None:
-    for arg, value in zip(_SHAPE_ARGS, (num_classes, in_channels, image_size), strict=True):
+def _check_shape_args(shape: dict[str, Any]) -> None:
+    for arg, value in shape.items():
+        if value is None:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{arg} must be a positive int, got {value!r}")
 
@@ -100,24 +108,26 @@ def _check_shape_args(num_classes: int, in_channels: int, image_size: int) -> No
 def create_model(
     name: str,
     *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    image_size: int = 8,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    image_size: int | None = None,
     norm: str | None = None,
     act: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a zoo model by name, or call a user factory given as ``"package.module:factory"``.
 
-    For a factory path, ``factory`` receives the extra ``kwargs`` the caller gave, ``norm`` and
-    ``act`` only when given (not None), and ``num_classes``, ``in_channels``, ``image_size``
-    only if its signature names them or has ``**kwargs``.
+    For a factory path, ``factory`` receives only what the caller gave: the extra ``kwargs``,
+    and ``norm``, ``act``, ``num_classes``, ``in_channels``, ``image_size`` when given (not
+    None) and its signature names them or has ``**kwargs``; its own defaults hold otherwise.
+    A factory path is the caller's code to run: names read from files go through
+    :func:`build_model`, which applies the trust policy.
 
     Args:
         name: one of ``MODEL_NAMES`` or ``"package.module:factory"``.
-        num_classes: output classes.
-        in_channels: input channels.
-        image_size: input height and width (inputs are square).
+        num_classes: output classes (zoo default 10).
+        in_channels: input channels (zoo default 1).
+        image_size: input height and width, inputs are square (zoo default 8).
         norm: one of ``layers.NORMS``; None means the model's default (see
             ``default_norm_act``).
         act: one of ``layers.ACTS``; None means the model's default.
@@ -136,13 +146,14 @@ def create_model(
         >>> create_model("resnet", image_size=8)(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
-    _check_shape_args(num_classes, in_channels, image_size)
     shape = dict(zip(_SHAPE_ARGS, (num_classes, in_channels, image_size), strict=True))
+    _check_shape_args(shape)
     if ":" in name:
         factory = _import_factory(name)
-        given = {k: v for k, v in (("norm", norm), ("act", act)) if v is not None}
-        shape = {k: v for k, v in shape.items() if _accepts(factory, k)}
-        return _call(name, factory, {**shape, **given, **kwargs})
+        given = {k: v for k, v in {**shape, "norm": norm, "act": act}.items() if v is not None}
+        given = {k: v for k, v in given.items() if k in ("norm", "act") or _accepts(factory, k)}
+        return _call(name, factory, {**given, **kwargs})
+    shape = {k: ZOO_SHAPE_DEFAULTS[k] if v is None else v for k, v in shape.items()}
     factory = _zoo_factory(name)
     default_norm, default_act = default_norm_act(name)
     norm_act = {"norm": check_norm(norm or default_norm), "act": check_act(act or default_act)}
@@ -201,26 +212,41 @@ def make_spec(name: str, **kwargs: Any) -> ModelSpec:
         >>> make_spec("resnet").kwargs["norm"]
         'batch'
     """
-    full: dict[str, Any] = {"num_classes": 10, "in_channels": 1, "image_size": 8, **kwargs}
-    if ":" not in name:
-        default_norm, default_act = default_norm_act(name)
-        full["norm"] = full.get("norm") or default_norm
-        full["act"] = full.get("act") or default_act
+    if ":" in name:  # a factory keeps its own defaults for what the caller did not give
+        return ModelSpec(name, {k: v for k, v in kwargs.items() if v is not None})
+    full: dict[str, Any] = {**ZOO_SHAPE_DEFAULTS, **kwargs}
+    default_norm, default_act = default_norm_act(name)
+    full["norm"] = full.get("norm") or default_norm
+    full["act"] = full.get("act") or default_act
     return ModelSpec(name, full)
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """Build the architecture a spec describes (fresh weights).
+def build_model(spec: ModelSpec, *, trust_code: bool | None = None, where: str = "") -> nn.Module:
+    """Build the architecture a spec read from a file describes (fresh weights).
+
+    A spec from a file may name only zoo models and slimtorch's own architectures unless
+    ``trust_code`` allows a third-party ``module:factory`` (see :mod:`slimtorch.models.trust`);
+    nested specs (a pruned model's base) are held to the same policy. To build a factory you
+    name yourself, call :func:`create_model`.
 
     Args:
         spec: the spec, e.g. from :func:`make_spec` or a checkpoint's ``model.json``.
+        trust_code: allow a third-party factory; None means the policy in force (the CLI's
+            ``--trust-code``, else False).
+        where: the file the spec came from, for error messages.
 
     Returns:
         ``create_model(spec.name, **spec.kwargs)``.
+
+    Raises:
+        ModelError: the spec names a factory the policy refuses, or building fails.
 
     Example:
         >>> import torch
         >>> build_model(make_spec("lenet5", image_size=28))(torch.zeros(1, 1, 28, 28)).shape
         torch.Size([1, 10])
     """
-    return create_model(spec.name, **spec.kwargs)
+    trust = resolve_trust(trust_code)
+    check_spec_name(spec.name, trust_code=trust, where=where)
+    with trust_code_scope(trust):
+        return create_model(spec.name, **spec.kwargs)

@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _WeightNorm
 
 from slimtorch.errors import ConfigError, ModelError
-from slimtorch.models import ModelSpec, build_model
+from slimtorch.models import ModelSpec, build_model, create_model
 from slimtorch.prune.graph import ChannelGraph, ChannelGroup, trace_channels
 
 __all__ = [
@@ -369,7 +369,7 @@ def pruned_spec(base: ModelSpec, pruned: nn.Module) -> ModelSpec:
         ``ModelSpec("slimtorch.prune.surgery:build_pruned", {"base": ..., "channels": ...,
         shape args of base})``; ``build_model`` on it returns the pruned architecture.
     """
-    original = channel_sizes(build_model(base))
+    original = channel_sizes(create_model(base.name, **base.kwargs))  # a spec already built
     changed = {n: s for n, s in channel_sizes(pruned).items() if original.get(n) != s}
     shape = {k: base.kwargs[k] for k in ("num_classes", "in_channels", "image_size")
              if k in base.kwargs}  # fmt: skip
