@@ -313,12 +313,17 @@ def read_compressed(path: str | os.PathLike[str]) -> CompressedFile:
 
 
 def load_compressed(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], *, trust_code: bool | None = None
 ) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
     """Rebuild the model stored in a compressed file.
 
+    Opening a file never runs code it names: the header's spec may name only zoo models and
+    slimtorch's own architectures unless ``trust_code`` (see :mod:`slimtorch.models.trust`).
+
     Args:
         path: a file written by :func:`save_compressed`.
+        trust_code: let the spec name a third-party ``module:factory`` (it is imported and
+            run); None means the policy in force (the CLI's ``--trust-code``, else False).
 
     Returns:
         ``(model, spec, metadata)``; the model is on the CPU in eval mode and its tensors are
@@ -326,9 +331,10 @@ def load_compressed(
 
     Raises:
         FormatError: foreign, truncated, corrupted or newer file, or weights that do not fit.
+        ModelError: the spec names a factory the trust policy refuses.
     """
     file = read_compressed(path)
-    model = build_model(file.spec)
+    model = build_model(file.spec, trust_code=trust_code, where=str(path))
     try:
         model.load_state_dict(file.tensors, strict=True)
     except RuntimeError as exc:
