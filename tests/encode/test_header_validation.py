@@ -73,10 +73,12 @@ def _model_and_codecs() -> tuple[torch.nn.Module, Any, dict[str, Any]]:
 def _original(compress_header: bool) -> tuple[bytes, dict[str, torch.Tensor]]:
     """A saved file's bytes and the weights it loads to (built once per header flag)."""
     model, spec, codecs = _model_and_codecs()
-    path = Path(tempfile.mkdtemp()) / "m.slim"
-    save_compressed(path, model, spec, codecs, config=EncodeConfig(compress_header=compress_header))
-    blob = path.read_bytes()
-    loaded = load_compressed(path)[0].state_dict()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.slim"
+        config = EncodeConfig(compress_header=compress_header)
+        save_compressed(path, model, spec, codecs, config=config)
+        blob = path.read_bytes()
+        loaded = load_compressed(path)[0].state_dict()
     return blob, {k: v.clone() for k, v in loaded.items()}
 
 
@@ -374,16 +376,16 @@ def test_hostile_headers_give_format_error_or_identical_weights(
     header, flags, payload = _split(blob)
     for mutation in mutations:
         _apply(header, *mutation)
-    path = Path(tempfile.mkdtemp()) / "hostile.slim"
-    path.write_bytes(_join(header, flags, payload))
     # A sparse tensor's zeros are implicit, so a grown shape is refused only by the element
     # caps (2**32 each); lower them here so that a grown-but-legal shape decodes in megabytes.
     with (
+        tempfile.TemporaryDirectory() as tmp,
         mock.patch.object(header_schema, "MAX_TENSOR_ELEMENTS", 2**22),
         mock.patch.object(header_schema, "MAX_TOTAL_ELEMENTS", 2**23),
     ):
+        path = Path(tmp) / "hostile.slim"
+        path.write_bytes(_join(header, flags, payload))
         state = _state_or_format_error(path)
-    path.unlink()
     if state is not None:
         assert list(state) == list(weights)
         for name, t in weights.items():
