@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from slimtorch.cli_errors import describe_user_error
 from slimtorch.errors import ConfigError, SlimtorchError, first_line
 
 EXIT_USER_ERROR = 2
@@ -56,6 +59,67 @@ def parse_shape(text: str) -> tuple[int, ...]:
             f"--input-shape: every dimension must be a positive integer, got {text!r}"
         )
     return shape
+
+
+MAX_INPUT_ELEMENTS = 2**31 - 1  # many torch CPU kernels index a tensor with 32-bit integers
+INPUT_MEMORY_SHARE = 4  # a forward pass holds several tensors as large as its input
+DTYPE_BYTES = {"float32": 4, "int64": 8}
+
+
+def check_input_size(
+    shape: tuple[int, ...], dtype: str = "float32", batch_sizes: Sequence[int] = ()
+) -> None:
+    """Refuse an example input (or a throughput batch of it) too large to allocate.
+
+    Checked before anything is allocated: at most ``MAX_INPUT_ELEMENTS`` elements, and
+    ``INPUT_MEMORY_SHARE`` times its bytes within the memory available now.
+
+    Args:
+        shape: the input shape, batch first.
+        dtype: ``float32`` or ``int64``.
+        batch_sizes: throughput batch sizes the input's first sample is repeated to.
+
+    Raises:
+        ConfigError: naming ``--input-shape`` or ``--batch-sizes``.
+
+    Example:
+        >>> check_input_size((1, 1, 8, 8), "float32", (1, 128))
+        >>> check_input_size((1, 1, 99999999, 99999999))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        slimtorch.errors.ConfigError: --input-shape 1x1x99999999x99999999: ... elements, ...
+    """
+    per_sample = math.prod(shape[1:])
+    for option, batch in (("--input-shape", shape[0]), ("--batch-sizes", max(batch_sizes or [1]))):
+        elements = per_sample * batch
+        text = "x".join(map(str, shape)) if option == "--input-shape" else f"{batch} samples"
+        if elements > MAX_INPUT_ELEMENTS:
+            raise ConfigError(
+                f"{option} {text}: {elements:,} elements, more than the {MAX_INPUT_ELEMENTS:,} "
+                "one input may hold; ask for less"
+            )
+        need = elements * DTYPE_BYTES.get(dtype, 8) * INPUT_MEMORY_SHARE
+        available = available_memory()
+        if available is not None and need > available:
+            raise ConfigError(
+                f"{option} {text}: needs about {need / 2**30:.1f} GiB, more than the "
+                f"{available / 2**30:.1f} GiB of memory available; ask for less"
+            )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -178,7 +242,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse a bad --out before any work is done."""
     from slimtorch.checkpoint import HEADER_FILE, WEIGHTS_FILE
 
@@ -210,7 +274,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from slimtorch.models import ModelSpec, build_model
     from slimtorch.train import FitConfig, evaluate, fit
 
-    _check_out_dir(args.out, args.overwrite)
+    check_out_dir(args.out, args.overwrite)
     config = FitConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -281,13 +345,12 @@ def torch_seed(seed: int) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from slimtorch.checkpoint import load_checkpoint
-    from slimtorch.data import load_data, make_loaders
+    from slimtorch.data import load_data, make_loaders, recorded_split
     from slimtorch.io import atomic_write_text
     from slimtorch.train import evaluate
 
     model, spec, metrics = load_checkpoint(args.checkpoint)
-    data = args.data or str(metrics.get("data", "digits"))
-    seed = args.seed if args.seed is not None else int(metrics.get("seed", 0))
+    data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
     splits = load_data(data, seed=seed)
     _check_model_takes_data(model, splits, data)
     loaders = dict(
@@ -313,6 +376,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# Options that name what a command writes: main() checks they can be written before it runs.
+OUTPUT_OPTIONS = ("out", "json", "csv", "plot", "roofline_plot", "summary", "markdown", "report")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an unwritable output (``--out``, ``--json``, ...) before any work is done."""
+    from slimtorch.io import check_writable
+
+    for dest in OUTPUT_OPTIONS:
+        value = getattr(args, dest, None)
+        if isinstance(value, (str, Path)) and str(value):
+            check_writable(value, "--" + dest.replace("_", "-"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slimtorch`` console script.
 
@@ -322,12 +399,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit status.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "llm_command", None))))
     try:
+        check_outputs(args)
         return int(args.func(args))
     except SlimtorchError as exc:
-        print(f"slimtorch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"slimtorch {command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (OSError, UnicodeDecodeError, MemoryError, RuntimeError) as exc:
+        message = describe_user_error(exc, argv)
+        if message is None:
+            raise  # a bug: keep the traceback
+        print(f"slimtorch {command}: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("slimtorch: interrupted", file=sys.stderr)

@@ -45,6 +45,7 @@ from typing import Any
 from slimtorch.distill import DistillConfig
 from slimtorch.encode import EncodeConfig
 from slimtorch.errors import ConfigError
+from slimtorch.io import read_text_file
 from slimtorch.prune import PruneConfig
 from slimtorch.quantize.kmeans import KMeansConfig
 
@@ -426,6 +427,7 @@ def load_recipe(source: str | Path = DEFAULT_RECIPE) -> Recipe:
 
     Raises:
         ConfigError: no such file or recipe, or an invalid one.
+        DataError: the file cannot be read or is not UTF-8.
 
     Example:
         >>> load_recipe("lenet300-paper").stages[0].kind
@@ -433,11 +435,7 @@ def load_recipe(source: str | Path = DEFAULT_RECIPE) -> Recipe:
     """
     path = Path(source)
     if path.suffix == ".toml" or path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"--recipe {path}: cannot read ({exc.strerror or exc})") from None
-        return parse_recipe(text, str(path))
+        return parse_recipe(read_text_file(path, f"--recipe {path}"), str(path))
     names = shipped_recipes()
     if str(source) not in names:
         raise ConfigError(f"--recipe {source}: no such file or shipped recipe ({', '.join(names)})")

@@ -6,6 +6,7 @@ The CLI and the Python API share this, so ``slimtorch profile X`` and
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,39 @@ def _zoo_input_shape(kwargs: dict[str, Any]) -> tuple[int, ...]:
     return (1, c, s, s)
 
 
+def is_zoo_name(source: str | Path) -> bool:
+    """True when ``source`` means a zoo model: a bare zoo name, never a path.
+
+    A bare name (``lenet300``) means the zoo even when a folder of that name exists in the
+    working directory (an earlier ``--out lenet300``, say); a warning then says how to name the
+    folder instead (``./lenet300``). Anything with a path separator is a path.
+
+    Example:
+        >>> is_zoo_name("lenet300"), is_zoo_name("./lenet300"), is_zoo_name("runs/vgg")
+        (True, False, False)
+    """
+    from slimtorch.models import MODEL_NAMES
+
+    text = str(source)
+    if text not in MODEL_NAMES:
+        return False
+    if Path(text).exists():
+        warnings.warn(
+            f"{text!r} names the zoo model; the {text} in the working folder is not used "
+            f"(write ./{text} to load it)",
+            stacklevel=2,
+        )
+    return True
+
+
 def resolve_model(source: str | Path, **model_kwargs: Any) -> ResolvedModel:
     """Build or load the model named by ``source``.
 
     Args:
-        source: a zoo name (``lenet5``), a checkpoint folder or its ``model.json`` /
-            ``model.safetensors``, or ``package.module:factory``.
+        source: a zoo name (``lenet5``; a bare zoo name always means the zoo, see
+            :func:`is_zoo_name`), a checkpoint folder or its ``model.json`` /
+            ``model.safetensors``, or ``package.module:factory`` (yours to run: it is imported
+            and called).
         **model_kwargs: construction arguments for zoo names and factories (ignored, with an
             error, for checkpoints, which carry their own).
 
@@ -68,9 +96,10 @@ def resolve_model(source: str | Path, **model_kwargs: Any) -> ResolvedModel:
 
     text = str(source)
     path = Path(text)
-    if path.exists():
+    zoo = is_zoo_name(text)
+    if path.exists() and not zoo:
         return _from_checkpoint(path, text, model_kwargs)
-    if text in MODEL_NAMES or ":" in text:
+    if zoo or ":" in text:
         model = create_model(text, **model_kwargs).eval()
         shape = _zoo_input_shape(model_kwargs) if text in MODEL_NAMES else None
         if shape is None and "image_size" in model_kwargs and "in_channels" in model_kwargs:

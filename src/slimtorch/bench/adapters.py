@@ -168,15 +168,14 @@ def _load_kmeans(source: str, _options: LoadOptions) -> BenchTarget:
 
 
 def _load_ptq(source: str, _options: LoadOptions) -> BenchTarget:
-    from slimtorch.data import load_data, make_loaders
+    from slimtorch.data import load_data, make_loaders, recorded_split
     from slimtorch.quantize.ptq import PTQConfig, quantize_ptq
 
     m = _PTQ.fullmatch(source)
     assert m is not None
     model, spec, metrics = _checkpoint(m["path"])
-    seed = int(metrics.get("seed", 0))
-    train, _, _ = make_loaders(load_data(str(metrics.get("data", "digits")), seed=seed),
-                               PTQ_CALIB_BATCH, seed)  # fmt: skip
+    data, seed = recorded_split(metrics, m["path"])
+    train, _, _ = make_loaders(load_data(data, seed=seed), PTQ_CALIB_BATCH, seed)
     config = PTQConfig(weight_bits=int(m["bits"]), activation_bits=PTQ_ACTIVATION_BITS)
     qmodel, _report = quantize_ptq(model, train, config)
     return _target(_label(m["path"], f"ptq-w{m['bits']}a8"), qmodel, "ptq", source=source,

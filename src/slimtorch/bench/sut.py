@@ -116,12 +116,9 @@ def _zoo_kwargs(options: LoadOptions) -> dict[str, Any]:
 
 
 def _load_model(source: str, options: LoadOptions) -> BenchTarget:
-    from slimtorch.models import MODEL_NAMES
-    from slimtorch.resolve import resolve_model
+    from slimtorch.resolve import is_zoo_name, resolve_model
 
-    if Path(source).exists():
-        resolved = resolve_model(source, **options.model_kwargs)
-    elif source in MODEL_NAMES:
+    if is_zoo_name(source):
         resolved = resolve_model(source, **_zoo_kwargs(options))
     else:
         resolved = resolve_model(source, **options.model_kwargs)

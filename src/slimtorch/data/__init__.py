@@ -18,6 +18,7 @@ from slimtorch.data.splits import (
     Splits,
     build_splits,
     make_loaders,
+    recorded_split,
     split_indices,
     to_tensor_dataset,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "read_idx",
     "read_image_folder",
     "read_npz",
+    "recorded_split",
     "split_indices",
     "to_tensor_dataset",
 ]

@@ -45,6 +45,51 @@ class Splits:
     class_names: tuple[str, ...] = ()
 
 
+DEFAULT_DATA = "digits"
+
+
+def recorded_split(
+    metrics: object, where: str, data: str | None = None, seed: int | None = None
+) -> tuple[str, int]:
+    """The data source and split seed a checkpoint was trained on, unless the user gave them.
+
+    Scoring with the training seed keeps the test split held out, so a recorded value of the
+    wrong type is refused rather than coerced.
+
+    Args:
+        metrics: the checkpoint's metrics (its ``model.json``); ``data`` and ``seed`` are read.
+        where: the checkpoint, for the message.
+        data: the user's ``--data``; used instead of the recorded one when given.
+        seed: the user's ``--seed``; likewise.
+
+    Returns:
+        ``(data, seed)``.
+
+    Raises:
+        DataError: the metrics are not an object, ``data`` is not a string or ``seed`` not a
+            non-negative integer.
+
+    Example:
+        >>> recorded_split({"data": "digits:16", "seed": 3}, "ck")
+        ('digits:16', 3)
+        >>> recorded_split({"seed": "3"}, "ck")
+        Traceback (most recent call last):
+        ...
+        slimtorch.errors.DataError: ck: metrics.seed must be a non-negative integer, got '3'
+    """
+    if not isinstance(metrics, dict):
+        raise DataError(f"{where}: metrics must be a JSON object, got {type(metrics).__name__}")
+    if data is None:
+        data = metrics.get("data", DEFAULT_DATA)
+        if not isinstance(data, str) or not data:
+            raise DataError(f"{where}: metrics.data must be a data source name, got {data!r}")
+    if seed is None:
+        seed = metrics.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise DataError(f"{where}: metrics.seed must be a non-negative integer, got {seed!r}")
+    return data, seed
+
+
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """Raise ConfigError unless both fractions lie in [0, 1) and leave room for training."""
     for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):

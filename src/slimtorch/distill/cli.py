@@ -104,14 +104,14 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     import torch
 
     from slimtorch.checkpoint import load_checkpoint, save_checkpoint
-    from slimtorch.data import load_data, make_loaders
+    from slimtorch.data import load_data, make_loaders, recorded_split
     from slimtorch.distill.distill import distill
     from slimtorch.models import ModelSpec, build_model
     from slimtorch.train import evaluate
 
     fit_config, config = _configs(args)
     teacher, _, teacher_metrics = load_checkpoint(args.teacher)
-    data = args.data or str(teacher_metrics.get("data", "digits"))
+    data, _ = recorded_split(teacher_metrics, str(args.teacher), args.data, args.seed)
     splits = load_data(data, seed=args.seed)
     kwargs = {"num_classes": splits.num_classes}
     if len(splits.input_shape) == 3 and ":" not in args.student:

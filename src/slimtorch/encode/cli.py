@@ -42,8 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_decode(args: argparse.Namespace) -> int:
     from slimtorch.checkpoint import save_checkpoint
+    from slimtorch.cli import check_out_dir
     from slimtorch.encode.container import load_compressed
 
+    check_out_dir(args.out, args.overwrite)
     model, spec, metadata = load_compressed(args.file)
     metrics = {"decoded_from": str(args.file), **metadata}
     path = save_checkpoint(args.out, model, spec, metrics, overwrite=args.overwrite)

@@ -164,10 +164,12 @@ def _load(args: argparse.Namespace, max_seq_len: int | None = None):
 
 def _run_eval(args: argparse.Namespace) -> int:
     from slimtorch.errors import DataError
+    from slimtorch.io import read_text_file
     from slimtorch.llm.perplexity import PerplexityConfig, perplexity
 
     if not args.text.is_file():
         raise DataError(f"--text {args.text}: no such file")
+    text = read_text_file(args.text, f"--text {args.text}")  # before the model: fail fast
     loaded, tok = _load(args)
     cfg = PerplexityConfig(
         ctx=args.ctx,
@@ -177,7 +179,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         bos_id=tok.bos_id if tok.add_bos else -1,
         max_windows=args.max_windows,
     )
-    ids = tok.encode(args.text.read_text(encoding="utf-8"), add_bos=False)
+    ids = tok.encode(text, add_bos=False)
     res = perplexity(loaded.model, ids, cfg)
     print(
         f"perplexity {res.perplexity:.4f} over {res.scored} tokens in {res.windows} windows "

@@ -16,9 +16,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 
 from slimtorch.errors import ConfigError
+from slimtorch.io import atomic_output
 from slimtorch.llm.gguf_load import param_to_gguf_name, permute_rope_rows
 from slimtorch.llm.gguf_quants import QK, quantize
 from slimtorch.llm.model import Llama
@@ -151,10 +150,7 @@ def export_gguf(
 
     cfg = config or ExportConfig()
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(target) as tmp:  # the user's umask, as for any file they write
         writer = gguf.GGUFWriter(tmp, model.config.arch)
         meta = {k: v for k, v in (metadata or {}).items() if k not in _OWN_KEYS}
         meta.update(model_metadata(model, cfg.weight_type))
@@ -167,12 +163,6 @@ def export_gguf(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     return target
 
 

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slimtorch.cli import add_model_options, int_list, model_kwargs, parse_shape
+from slimtorch.cli import (
+    add_model_options,
+    check_input_size,
+    int_list,
+    model_kwargs,
+    parse_shape,
+)
 from slimtorch.errors import ConfigError
 
 
@@ -101,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
     for source in args.models:
         resolved = resolve_model(source, **model_kwargs(args))
         shape = parse_shape(args.input_shape) if args.input_shape else None
+        if shape is not None:
+            check_input_size(shape, args.input_dtype)  # before anything is allocated
         x = example_input(resolved, shape, args.input_dtype)
+        check_input_size(tuple(x.shape), args.input_dtype, args.batch_sizes)
         profiles.append(
             profile_model(resolved.model, x, config, name=resolved.label, progress=not args.quiet)
         )

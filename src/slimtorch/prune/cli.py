@@ -160,14 +160,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from slimtorch.checkpoint import load_checkpoint, save_checkpoint
-    from slimtorch.data import load_data, make_loaders
+    from slimtorch.data import load_data, make_loaders, recorded_split
     from slimtorch.prune.engine import prune_model
     from slimtorch.prune.report import report_table, write_report_json
 
     _check_out(args.out, args.overwrite)
     model, spec, metrics = load_checkpoint(args.checkpoint)
-    data = args.data or str(metrics.get("data", "digits"))
-    seed = args.seed if args.seed is not None else int(metrics.get("seed", 0))
+    data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
     if args.surgery:
         return _run_surgery(args, model, spec, data, seed)
     config = config_from_args(args, seed)

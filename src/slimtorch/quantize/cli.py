@@ -265,15 +265,14 @@ def _sensitivity(args, model, loaders, out: Path) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run ``slimtorch quantize``."""
     from slimtorch.checkpoint import load_checkpoint
-    from slimtorch.data import load_data, make_loaders
+    from slimtorch.data import load_data, make_loaders, recorded_split
     from slimtorch.io import atomic_write_text
     from slimtorch.train import evaluate
 
     out = Path(args.out)
     model, spec, metrics = load_checkpoint(args.checkpoint)
     model.eval()
-    data = args.data or str(metrics.get("data", "digits"))
-    seed = args.seed if args.seed is not None else int(metrics.get("seed", 0))
+    data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
     loaders = make_loaders(load_data(data, seed=seed), args.batch_size, seed)
     if args.method == "linear":
         qmodel, report, extra = _linear(args, model, loaders, out)

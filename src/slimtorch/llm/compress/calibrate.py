@@ -221,6 +221,8 @@ def read_text(path: str | Path) -> str:
         return p.read_text(encoding="utf-8")
     except OSError as e:
         raise DataError(f"{p}: cannot read calibration text ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def iter_blocks(
