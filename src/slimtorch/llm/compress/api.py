@@ -192,7 +192,9 @@ def compress_model(
         model: a Llama-family model (``slimtorch.llm.model.Llama``).
         config: one method's config (``RTNConfig``, ``AWQConfig``, ``GPTQConfig``,
             ``KMeansConfig``, ``MagnitudeConfig``, ``WandaConfig``, ``SparseGPTConfig``).
-        tokens: calibration windows ``(n, seq)``; required by AWQ, GPTQ, Wanda, SparseGPT.
+        tokens: calibration windows ``(n, seq)``; required by AWQ, GPTQ, Wanda, SparseGPT
+            (``calibrate.calibration_tokens`` cuts them from a text, by default the one
+            shipped with slimtorch).
         calib: chunking and propagation settings (default ``CalibConfig()``).
         progress: show a progress bar over blocks.
 
@@ -209,7 +211,9 @@ def compress_model(
     blocks = blocks_of(model, spec)
     calibrated = isinstance(config, CALIBRATED)
     if calibrated and tokens is None:
-        raise ConfigError(f"{method_name(config)}: needs calibration tokens (--calib FILE)")
+        raise ConfigError(
+            f"{method_name(config)}: needs calibration tokens (calibrate.calibration_tokens)"
+        )
     report = CompressReport(
         method_name(config), asdict(config), asdict(calib) if calibrated else None
     )

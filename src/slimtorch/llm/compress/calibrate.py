@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ import torch
 from torch import nn
 
 from slimtorch.errors import DataError, ModelError
+
+CORPUS_DIR = "corpus"  # package data: the default calibration text and its attribution
+CORPUS_FILE = "wikitext2-valid-excerpt.txt"
 
 
 class _Stop(Exception):
@@ -212,6 +216,39 @@ def calibration_windows(ids: list[int], n_samples: int, seq_len: int) -> torch.T
     n = min(n_samples, last // seq_len + 1) if last else 1
     starts = torch.linspace(0, last, n).round().long().tolist() if n > 1 else [0]
     return torch.tensor([ids[s : s + seq_len] for s in starts], dtype=torch.long)
+
+
+def default_calibration_text() -> Path:
+    """The calibration text shipped with slimtorch: an 85 kB excerpt of WikiText-2's
+    validation split (CC BY-SA 3.0; source, license and how it was cut in
+    ``corpus/README.md`` beside it), about 21,000 SmolLM2 tokens (32 windows of 512).
+
+    Returns:
+        Its path inside the installed package.
+
+    Example:
+        >>> default_calibration_text().name
+        'wikitext2-valid-excerpt.txt'
+    """
+    return Path(str(files("slimtorch.llm.compress").joinpath(CORPUS_DIR, CORPUS_FILE)))
+
+
+def calibration_tokens(
+    tokenizer: Any, n_samples: int, seq_len: int, path: str | Path | None = None
+) -> torch.Tensor:
+    """Calibration windows from a text file, or from the shipped text when ``path`` is None.
+
+    Args:
+        tokenizer: anything with ``encode(text, add_bos=False) -> list[int]``.
+        n_samples: windows wanted.
+        seq_len: tokens per window.
+        path: a UTF-8 text file; None: :func:`default_calibration_text`.
+
+    Returns:
+        ``(n, seq_len)`` int64 (see :func:`calibration_windows`); the same tokens every call.
+    """
+    text = read_text(default_calibration_text() if path is None else path)
+    return calibration_windows(tokenizer.encode(text, add_bos=False), n_samples, seq_len)
 
 
 def read_text(path: str | Path) -> str:

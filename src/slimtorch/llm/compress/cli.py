@@ -19,7 +19,6 @@ from pathlib import Path
 from slimtorch.errors import ConfigError
 
 METHOD_CHOICES = ("rtn", "awq", "gptq", "kmeans", "magnitude", "wanda", "sparsegpt")
-DEFAULT_CALIB = "wikitext2-valid.txt"
 
 
 CHANNEL = 0  # --group-size channel
@@ -52,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compress",
         help="quantize (RTN, AWQ, GPTQ, k-means) or prune (magnitude, Wanda, SparseGPT) an LLM",
         description="Compress every linear of MODEL's transformer blocks, calibrating block by "
-        "block on a text file, and write the result (GGUF or safetensors) plus a JSON report.",
+        "block on a text file (--calib; by default an excerpt of WikiText-2 shipped with "
+        "slimtorch), and write the result (GGUF or safetensors) plus a JSON report.",
     )
     p.add_argument(
         "model",
@@ -106,7 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--calib",
         type=Path,
         default=None,
-        help=f"calibration text (default ../shared/data/text/{DEFAULT_CALIB})",
+        help="calibration text for AWQ, GPTQ, Wanda and SparseGPT, UTF-8 (default: the text "
+        "shipped with slimtorch, an 85 kB excerpt of WikiText-2's validation split, CC BY-SA "
+        "3.0; in-domain text of your own usually calibrates better)",
     )
     p.add_argument("--calib-samples", type=int, default=32, help="calibration windows (32)")
     p.add_argument("--calib-seq-len", type=int, default=512, help="tokens per window (512)")
@@ -158,17 +160,6 @@ def build_config(args: argparse.Namespace):
     return c.GPTQConfig(**kw, act_order=args.act_order, percdamp=args.percdamp)
 
 
-def _calib_path(args: argparse.Namespace) -> Path:
-    if args.calib is not None:
-        return args.calib
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "data" / "text" / DEFAULT_CALIB
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("--calib: no default calibration text found; pass --calib FILE")
-
-
 def _save(model, loaded, args: argparse.Namespace) -> None:
     from slimtorch.io import atomic_write_bytes
 
@@ -192,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     from slimtorch.io import atomic_write_text
     from slimtorch.llm.compress import CalibConfig, compress_model
     from slimtorch.llm.compress.api import CALIBRATED, return_freed_memory
-    from slimtorch.llm.compress.calibrate import calibration_windows, read_text
+    from slimtorch.llm.compress.calibrate import calibration_tokens, default_calibration_text
     from slimtorch.llm.source import load_model, load_tokenizer
 
     return_freed_memory()  # before loading: the heap never grows fragmented
@@ -202,10 +193,14 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out}: expected a .gguf or .safetensors file")
     calib = CalibConfig(n_samples=args.calib_samples, seq_len=args.calib_seq_len)
     loaded = load_model(args.model)
-    tokens = None
+    tokens, calib_text = None, None
     if isinstance(config, CALIBRATED):
-        ids = load_tokenizer(loaded).encode(read_text(_calib_path(args)), add_bos=False)
-        tokens = calibration_windows(ids, calib.n_samples, calib.seq_len)
+        calib_text = args.calib or default_calibration_text()
+        tok = load_tokenizer(loaded)
+        tokens = calibration_tokens(tok, calib.n_samples, calib.seq_len, calib_text)
+        if not args.quiet:
+            n, length = tokens.shape
+            print(f"calibrating on {n} windows of {length} tokens from {calib_text}")
     report = compress_model(loaded.model, config, tokens, calib, progress=not args.quiet)
     _save(loaded.model, loaded, args)
     print(
@@ -213,5 +208,6 @@ def _run(args: argparse.Namespace) -> int:
         f"peak RSS {report.peak_rss_mb:.0f} MiB -> {args.out}"
     )
     if args.report is not None:
-        atomic_write_text(args.report, json.dumps(report.to_dict(), indent=1))
+        payload = {**report.to_dict(), "calib_text": calib_text and str(calib_text)}
+        atomic_write_text(args.report, json.dumps(payload, indent=1))
     return 0
