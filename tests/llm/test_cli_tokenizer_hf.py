@@ -13,7 +13,7 @@ pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 
 from slimtorch.cli import main
-from slimtorch.errors import DataError
+from slimtorch.errors import DataError, ModelError
 from slimtorch.llm.gguf_export import ExportConfig, export_gguf
 from slimtorch.llm.gguf_load import load_gguf
 from slimtorch.llm.hf_load import load_hf, save_hf
@@ -147,3 +147,23 @@ def test_cli_generate_and_export(tiny_gguf: Path, tmp_path: Path, capsys) -> Non
     back = load_gguf(out)
     assert back.tensor_types["layers.0.attention.wq.weight"] == "Q4_0"
     assert back.metadata["tokenizer.ggml.merges"] == META["tokenizer.ggml.merges"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ cycler.__init__.__globals__.os.system('touch MARKER') }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ messages.append({'role': 'x'}) }}",  # mutation: the sandbox is immutable
+        "{% for m in messages %}",  # syntax error
+    ],
+)
+def test_hostile_or_broken_chat_template_is_one_line_error(tmp_path, monkeypatch, template):
+    from slimtorch.llm.tokenizer import Tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    tok = Tokenizer(None, chat_template=template)
+    with pytest.raises(ModelError, match="chat template") as info:
+        tok.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "MARKER").exists()

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slimtorch.errors import ModelError
+from slimtorch.errors import ModelError, first_line
 
 CONTROL_TOKEN_TYPE = 3  # llama.cpp's LLAMA_TOKEN_TYPE_CONTROL
 USER_DEFINED_TOKEN_TYPE = 4  # LLAMA_TOKEN_TYPE_USER_DEFINED
@@ -124,16 +124,26 @@ class Tokenizer:
         """
         if not self.chat_template:
             raise ModelError("this model has no chat template (tokenizer.chat_template)")
+        from jinja2 import TemplateError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+        # The template comes from the model file: render it in jinja2's sandbox, so a template
+        # that reaches for Python internals (``cycler.__init__.__globals__.os``) is refused.
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        template = env.from_string(self.chat_template)
-        return template.render(
-            messages=list(messages),
-            add_generation_prompt=add_generation_prompt,
-            bos_token=self._token(self.bos_id),
-            eos_token=self._token(self.eos_id),
-        )
+        try:
+            template = env.from_string(self.chat_template)
+            return template.render(
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self._token(self.bos_id),
+                eos_token=self._token(self.eos_id),
+            )
+        except TemplateError as exc:  # SecurityError, syntax and undefined errors included
+            detail = first_line(exc)
+            raise ModelError(
+                f"the model's chat template (tokenizer.chat_template) fails: "
+                f"{type(exc).__name__}: {detail}"
+            ) from None
 
     def _token(self, i: int) -> str:
         return "" if i < 0 else str(self.backend.id_to_token(i) or "")
