@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ from slimtorch.errors import ConfigError
 from slimtorch.profile import roofline
 from slimtorch.profile.roofline import (
     MachinePeaks,
+    cpu_model,
     default_cache_path,
     load_or_measure_machine,
     measure_machine,
@@ -83,10 +85,19 @@ def test_measure_machine_tiny_budget_gives_finite_positive_figures() -> None:
     assert peaks.measured_at[:4].isdigit()
 
 
-def _fake_measure(calls: list[int]):  # type: ignore[no-untyped-def]
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _fake_measure(calls: list[int], noisy: bool = False):  # type: ignore[no-untyped-def]
+    """A measure_machine stand-in: bandwidth counts the calls; stamped like a real one."""
+
     def measure(seconds: float = 1.0, threads: int | None = None) -> MachinePeaks:
         calls.append(threads or 0)
-        return MachinePeaks(1e9 * len(calls), 2e9, threads or 1, "2025-01-01", "fake")
+        return MachinePeaks(
+            1e9 * len(calls), 2e9, threads or 1, _now(), "fake", torch.__version__,
+            cpu_model(), 0.5, noisy,
+        )  # fmt: skip
 
     return measure
 
@@ -112,6 +123,67 @@ def test_corrupt_cache_is_remeasured(tmp_path: Path, monkeypatch: pytest.MonkeyP
     cache.write_text('{"version": 1, "bandwi')
     assert load_or_measure_machine(cache, threads=1).how == "fake"
     assert json.loads(cache.read_text())["how"] == "fake"
+
+
+def test_measurement_records_when_and_how() -> None:
+    peaks = measure_machine(0.01, threads=1, stream_bytes=2**20, matmul_n=64)
+    then = datetime.datetime.fromisoformat(peaks.measured_at)
+    assert abs((datetime.datetime.now(datetime.UTC) - then).total_seconds()) < 60
+    assert (peaks.torch_version, peaks.cpu_model) == (torch.__version__, cpu_model())
+    assert peaks.noise is not None and peaks.noise.threads == 1
+    assert peaks.noisy == peaks.noise.noisy
+    assert peaks.load_average == peaks.noise.load_before
+
+
+def test_noisy_measurement_is_used_but_never_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(roofline, "measure_machine", _fake_measure(calls, noisy=True))
+    cache = tmp_path / "machine.json"
+    assert load_or_measure_machine(cache, threads=1).noisy
+    assert not cache.exists()
+    load_or_measure_machine(cache, threads=1)
+    assert len(calls) == 2  # nothing cached, so measured again
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("measured_at", "2000-01-01T00:00:00+00:00"),  # older than CACHE_MAX_AGE_DAYS
+        ("measured_at", "not a date"),
+        ("torch_version", "0.0.0"),
+        ("cpu_model", "some other CPU"),
+        ("threads", 7),
+        ("noisy", True),
+        ("host", "another-host"),
+    ],
+)
+def test_stale_or_foreign_cache_is_remeasured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: object
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(roofline, "measure_machine", _fake_measure(calls))
+    cache = tmp_path / "machine.json"
+    load_or_measure_machine(cache, threads=2)
+    load_or_measure_machine(cache, threads=2)
+    assert len(calls) == 1  # the cache is used while it matches
+    record = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**record, field: value}))
+    assert load_or_measure_machine(cache, threads=2).bandwidth_bytes_per_s == 2e9
+    assert len(calls) == 2
+
+
+def test_cache_records_when_and_how(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(roofline, "measure_machine", _fake_measure([]))
+    cache = tmp_path / "machine.json"
+    load_or_measure_machine(cache, threads=2)
+    record = json.loads(cache.read_text())
+    assert record["version"] == roofline.CACHE_VERSION
+    assert datetime.datetime.fromisoformat(record["measured_at"]).tzinfo is not None
+    assert (record["threads"], record["torch_version"]) == (2, torch.__version__)
+    assert (record["cpu_model"], record["load_average"]) == (cpu_model(), 0.5)
+    assert record["how"] == "fake" and record["noisy"] is False
 
 
 def test_cache_dir_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

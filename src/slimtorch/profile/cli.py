@@ -16,6 +16,27 @@ from slimtorch.cli import (
 from slimtorch.errors import ConfigError
 
 
+def add_threads_option(p: argparse.ArgumentParser, what: str = "the timed work") -> None:
+    """Add ``--threads N`` (torch intra-op threads for ``what``; default torch's setting)."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"torch threads for {what}, recorded with every figure (default: torch's own "
+        "setting); figures measured on a busy machine are flagged noisy, and 1 thread is "
+        "often the steadiest there",
+    )
+
+
+def threads_from_args(args: argparse.Namespace) -> int | None:
+    """``--threads``, checked: None (torch's setting) or a positive count."""
+    n = args.threads
+    if n is not None and n < 1:
+        raise ConfigError(f"--threads: expected >= 1, got {n}")
+    return n
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``profile`` subcommand to ``sub``."""
     p = sub.add_parser(
@@ -81,6 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="activation bit width for the energy estimate (default 32)",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing to the terminal")
+    add_threads_option(p, "the timings and the machine peaks")
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -88,7 +110,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``slimtorch profile``."""
     from slimtorch.profile import ProfileConfig, profile_model
-    from slimtorch.profile.output import compare_table, print_profile, wide_console
+    from slimtorch.profile.output import (
+        compare_table,
+        print_profile,
+        profile_noise_hint,
+        wide_console,
+    )
     from slimtorch.resolve import example_input, resolve_model
 
     if len(args.models) > 2:
@@ -102,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         act_bits=args.act_bits,
         formats=_weight_formats(args),
+        threads=threads_from_args(args),
     )
     profiles = []
     for source in args.models:
@@ -120,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
             print_profile(p, console)
         if len(profiles) == 2:
             console.print(compare_table(*profiles))
+        hint = profile_noise_hint(profiles)
+        if hint:
+            console.print(f"hint: {hint}", markup=False, highlight=False)
     _write_outputs(args, profiles)
     return 0
 

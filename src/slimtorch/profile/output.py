@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slimtorch.io import atomic_write_bytes, atomic_write_text
+from slimtorch.profile.noise import Noise, noise_hint, noisy_mark
 from slimtorch.profile.report import LayerProfile, ModelProfile
 
 CSV_FIELDS = (
@@ -93,7 +94,8 @@ def human_energy(pj: float | None) -> str:
 
 def layer_table(profile: ModelProfile) -> Table:
     """Per-layer rich table with a total row (full figures are in the JSON/CSV)."""
-    t = Table(title=f"{profile.name}: input {_shape(profile.input_shape)}", box=box.SIMPLE_HEAD)
+    title = f"{profile.name}: input {_shape(profile.input_shape)}{_threads_note(profile)}"
+    t = Table(title=title, box=box.SIMPLE_HEAD)
     for col in LAYER_COLUMNS:
         left = col in ("layer", "kind", "bound")
         t.add_column(col, justify="left" if left else "right", no_wrap=True)
@@ -111,9 +113,14 @@ def layer_table(profile: ModelProfile) -> Table:
         human_energy(profile.energy.total_pj),
         "",
         "",
-        _ms(profile.latency.median_s if profile.latency else None),
+        _ms(profile.latency.median_s if profile.latency else None)
+        + noisy_mark(profile.latency.noise if profile.latency else None),
     )
     return t
+
+
+def _threads_note(profile: ModelProfile) -> str:
+    return "" if profile.threads is None else f", timed with {profile.threads} threads"
 
 
 def _layer_cells(lp: LayerProfile) -> list[str]:
@@ -134,7 +141,7 @@ def _layer_cells(lp: LayerProfile) -> list[str]:
 
 def summary_table(profile: ModelProfile) -> Table:
     """Whole-model figures: size, compute, memory, energy, latency, throughput."""
-    t = Table(title=f"{profile.name}: summary", show_header=False)
+    t = Table(title=f"{profile.name}: summary{_threads_note(profile)}", show_header=False)
     t.add_column("figure")
     t.add_column("value", justify="right")
     for key, value in summary_rows(profile):
@@ -169,20 +176,45 @@ def summary_rows(p: ModelProfile) -> list[tuple[str, str]]:
         rows.append(
             (
                 "latency median / p90 / p99 (ms)",
-                f"{_ms(lat.median_s)} / {_ms(lat.p90_s)} / {_ms(lat.p99_s)}",
+                f"{_ms(lat.median_s)} / {_ms(lat.p90_s)} / {_ms(lat.p99_s)}{noisy_mark(lat.noise)}",
             )
         )
+        rows.append(("timing: threads, spread (CV), verdict", _verdict(lat.threads, lat.noise)))
     for tp in p.throughput:
-        rows.append((f"throughput @ batch {tp.batch_size}", f"{tp.samples_per_s:,.0f} samples/s"))
+        rows.append(
+            (
+                f"throughput @ batch {tp.batch_size}",
+                f"{tp.samples_per_s:,.0f} samples/s{noisy_mark(tp.latency.noise)}",
+            )
+        )
     if p.machine:
+        m = p.machine
         rows.append(
             (
                 "machine: bandwidth / peak",
-                f"{p.machine.bandwidth_bytes_per_s / 1e9:.1f} GB/s"
-                f" / {p.machine.peak_flops_per_s / 1e9:.1f} GFLOP/s",
+                f"{m.bandwidth_bytes_per_s / 1e9:.1f} GB/s / {m.peak_flops_per_s / 1e9:.1f} "
+                f"GFLOP/s ({m.threads} threads{', noisy: not cached' if m.noisy else ''})",
             )
         )
     return rows
+
+
+def _verdict(threads: int | None, noise: Noise | None) -> str:
+    if noise is None:
+        return f"{threads} threads"
+    cv = "-" if noise.cv is None else f"{noise.cv:.2f}"
+    verdict = f"noisy ({'; '.join(noise.reasons)})" if noise.noisy else "quiet"
+    return f"{threads} threads, CV {cv}, {verdict}"
+
+
+def profile_noise_hint(profiles: Sequence[ModelProfile]) -> str | None:
+    """One hint line when any figure of ``profiles`` is noisy (None otherwise)."""
+    noises: list[Noise | None] = []
+    for p in profiles:
+        noises.append(p.latency.noise if p.latency else None)
+        noises += [tp.latency.noise for tp in p.throughput]
+        noises.append(p.machine.noise if p.machine else None)
+    return noise_hint(noises)
 
 
 def wide_console() -> Console:

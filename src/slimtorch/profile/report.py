@@ -61,6 +61,8 @@ class ProfileConfig:
         formats: weight storage formats by parameter/module name or regex (first match wins);
             parameters without a match are sized at their own dtype, dense or sparse,
             whichever is smaller.
+        threads: torch intra-op threads for every timing and the machine peaks (restored
+            afterwards); None keeps torch's current setting. Recorded with each figure.
     """
 
     latency: bool = True
@@ -72,11 +74,14 @@ class ProfileConfig:
     optimizer: str = "adam"
     act_bits: int = 32
     formats: Mapping[str, WeightFormat] = field(default_factory=dict)
+    threads: int | None = None
     version: int = PROFILE_FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.runs < 1:
             raise ConfigError(f"profile: runs must be >= 1 and warmup >= 0, got {self.runs}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"profile: threads must be >= 1, got {self.threads}")
         if any(b < 1 for b in self.throughput_batch_sizes):
             raise ConfigError("profile: throughput batch sizes must be positive integers")
         if not 1 <= self.act_bits <= 32:
@@ -130,6 +135,7 @@ class ModelProfile:
     latency: LatencyStats | None
     throughput: tuple[ThroughputPoint, ...]
     machine: MachinePeaks | None
+    threads: int | None = None  # torch threads of the timings (None: nothing was timed)
     version: int = PROFILE_FORMAT_VERSION
 
     @property
@@ -258,17 +264,12 @@ def profile_model(
     sizes = model_size_bits(model, cfg.formats)
     machine = None
     if cfg.roofline:
-        with stage("measuring machine peaks (cached after the first run)"):
-            machine = load_or_measure_machine()
+        with stage("measuring machine peaks (cached after the first quiet run)"):
+            machine = load_or_measure_machine(threads=cfg.threads)
     latency, per_layer_s, throughput = None, {}, ()
     if cfg.latency:
         with stage("timing"):
-            latency = measure_latency(model, example_input, warmup=cfg.warmup, runs=cfg.runs)
-            if cfg.layer_latency:
-                per_layer_s = layer_latencies(model, example_input, runs=max(3, cfg.runs // 3))
-            if cfg.throughput_batch_sizes and isinstance(example_input, torch.Tensor):
-                one = example_input[:1]
-                throughput = tuple(throughput_sweep(model, one, cfg.throughput_batch_sizes))
+            latency, per_layer_s, throughput = _timings(model, example_input, cfg)
     param_names = set(effective_parameters(model))
     params_only = {n: s for n, s in sizes.items() if n in param_names}
     layers = _layer_profiles(trace, sizes, params_only, machine, per_layer_s, cfg.act_bits)
@@ -297,7 +298,28 @@ def profile_model(
         latency=latency,
         throughput=throughput,
         machine=machine,
+        threads=latency.threads if latency else None,
     )
+
+
+def _timings(
+    model: nn.Module, example_input: ExampleInput, cfg: ProfileConfig
+) -> tuple[LatencyStats, dict[str, float], tuple[ThroughputPoint, ...]]:
+    """Whole-model latency, per-layer latency and the throughput sweep, at ``cfg.threads``."""
+    threads = cfg.threads
+    latency = measure_latency(
+        model, example_input, warmup=cfg.warmup, runs=cfg.runs, threads=threads
+    )
+    per_layer_s: dict[str, float] = {}
+    if cfg.layer_latency:
+        runs = max(3, cfg.runs // 3)
+        per_layer_s = layer_latencies(model, example_input, runs=runs, threads=threads)
+    throughput: tuple[ThroughputPoint, ...] = ()
+    if cfg.throughput_batch_sizes and isinstance(example_input, torch.Tensor):
+        one = example_input[:1]
+        sweep = throughput_sweep(model, one, cfg.throughput_batch_sizes, threads=threads)
+        throughput = tuple(sweep)
+    return latency, per_layer_s, throughput
 
 
 def _layer_profiles(

@@ -11,6 +11,13 @@ stream). Peak is the best of several fp32 ``a @ b`` with ``n = 2048``, counting 
 FLOP. Both run with ``threads`` torch threads; the figures vary between runs on shared
 machines, so treat them as a rough ceiling.
 
+Cache: ``load_or_measure_machine`` keeps the peaks in ``machine.json`` with when (ISO 8601,
+UTC) and how they were measured (threads, torch version, CPU model, load average, method).
+A measurement flagged noisy (:mod:`slimtorch.profile.noise`: other processes busy on our
+cores, a high load average, a slowed calibration probe) is used for the run that made it but
+never cached. The cache is measured again when it is older than ``CACHE_MAX_AGE_DAYS`` or its
+host, CPU model, torch version or thread count differ from the run's.
+
 Example:
     >>> peaks = MachinePeaks(20e9, 100e9, 2, "2025-01-01T00:00:00+00:00", "synthetic")
     >>> roofline_point(flops=10, bytes_moved=10, peaks=peaks).bound
@@ -37,16 +44,20 @@ from matplotlib.figure import Figure
 
 from slimtorch.errors import ConfigError
 from slimtorch.io import atomic_write_bytes
+from slimtorch.profile.noise import Noise, NoiseWatch, torch_threads
 
 CACHE_ENV_VAR = "SLIMTORCH_CACHE_DIR"
 CACHE_FILE_NAME = "machine.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: torch version, CPU model, load average and the noise verdict recorded
+CACHE_MAX_AGE_DAYS = 30
 MIN_STREAM_BYTES = 256 * 2**20
 LLC_MULTIPLE = 4  # stream at least 4x the last-level cache so reads come from DRAM
 DEFAULT_MATMUL_N = 2048
 MIN_TIMED_REPEATS = 3
 PLOT_DECADES_AROUND_RIDGE = 3
 _SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
+_CPUINFO = Path("/proc/cpuinfo")
+_CPUINFO_KEYS = ("model name", "Model", "Hardware", "cpu model")
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,11 @@ class MachinePeaks:
         threads: torch threads used for both measurements.
         measured_at: ISO 8601 time of the measurement (UTC).
         how: What was measured, in words.
+        torch_version: ``torch.__version__`` of the measurement.
+        cpu_model: The CPU's model name (see :func:`cpu_model`).
+        load_average: 1-minute load average before the measurement.
+        noisy: The measurement was flagged noisy (never cached).
+        noise: The full verdict (see :mod:`slimtorch.profile.noise`).
     """
 
     bandwidth_bytes_per_s: float
@@ -66,6 +82,11 @@ class MachinePeaks:
     threads: int
     measured_at: str
     how: str
+    torch_version: str = ""
+    cpu_model: str = ""
+    load_average: float | None = None
+    noisy: bool = False
+    noise: Noise | None = None
 
 
 @dataclass(frozen=True)
@@ -88,32 +109,49 @@ def _last_level_cache_bytes() -> int:
     return max(sizes)
 
 
-def _best_seconds(work: Callable[[], object], budget_s: float) -> tuple[float, int]:
-    """(fastest time, timed repeats) of ``work``: one warm-up, then repeats within budget."""
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()`` or machine).
+
+    Example:
+        >>> isinstance(cpu_model(), str)
+        True
+    """
+    try:
+        for line in _CPUINFO.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in _CPUINFO_KEYS and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _timed_repeats(work: Callable[[], object], budget_s: float) -> list[float]:
+    """Seconds of each timed call of ``work``: one warm-up, then repeats within budget."""
     work()
-    best, repeats, start = math.inf, 0, time.perf_counter()
-    while repeats < MIN_TIMED_REPEATS or time.perf_counter() - start < budget_s:
+    times, start = [], time.perf_counter()
+    while len(times) < MIN_TIMED_REPEATS or time.perf_counter() - start < budget_s:
         t0 = time.perf_counter()
         work()
-        best = min(best, time.perf_counter() - t0)
-        repeats += 1
-    return max(best, 1e-9), repeats
+        times.append(time.perf_counter() - t0)
+    return times
 
 
-def _measure(seconds: float, stream_bytes: int, matmul_n: int) -> tuple[float, float, str]:
+def _measure(
+    seconds: float, stream_bytes: int, matmul_n: int
+) -> tuple[float, float, str, list[float]]:
     x = torch.ones(stream_bytes // 4, dtype=torch.float32)
-    bw_s, bw_n = _best_seconds(x.sum, seconds / 2)
-    bandwidth = x.nbytes / bw_s
+    bw_times = _timed_repeats(x.sum, seconds / 2)
+    bandwidth = x.nbytes / max(min(bw_times), 1e-9)
     del x
     a, b = torch.randn(matmul_n, matmul_n), torch.randn(matmul_n, matmul_n)
-    mm_s, mm_n = _best_seconds(lambda: a @ b, seconds / 2)
-    flops = 2 * matmul_n**3 / mm_s
+    mm_times = _timed_repeats(lambda: a @ b, seconds / 2)
+    flops = 2 * matmul_n**3 / max(min(mm_times), 1e-9)
     how = (
-        f"bandwidth: best of {bw_n} x.sum() over {stream_bytes / 2**20:.0f} MiB fp32 (read); "
-        f"peak: best of {mm_n} fp32 {matmul_n}x{matmul_n} matmul (2n^3 FLOP); "
-        f"torch {torch.__version__}"
+        f"bandwidth: best of {len(bw_times)} x.sum() over {stream_bytes / 2**20:.0f} MiB fp32 "
+        f"(read); peak: best of {len(mm_times)} fp32 {matmul_n}x{matmul_n} matmul (2n^3 FLOP)"
     )
-    return bandwidth, flops, how
+    return bandwidth, flops, how, mm_times
 
 
 def measure_machine(
@@ -134,7 +172,8 @@ def measure_machine(
         matmul_n: Side of the square matmul.
 
     Returns:
-        The measured ``MachinePeaks``.
+        The measured ``MachinePeaks``, with when and how, and the noise verdict (spread of
+        the matmul repeats, contention, load, calibration probe).
 
     Example:
         >>> peaks = measure_machine(0.01, stream_bytes=2**20, matmul_n=64)
@@ -144,16 +183,14 @@ def measure_machine(
     if seconds < 0 or matmul_n < 1 or (threads is not None and threads < 1):
         raise ConfigError("measure_machine: seconds >= 0, matmul_n >= 1, threads >= 1 expected")
     stream = stream_bytes or max(MIN_STREAM_BYTES, LLC_MULTIPLE * _last_level_cache_bytes())
-    before = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        used = torch.get_num_threads()
-        bandwidth, flops, how = _measure(seconds, max(stream, 4), matmul_n)
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads) as used, NoiseWatch(used) as watch:
+        bandwidth, flops, how, mm_times = _measure(seconds, max(stream, 4), matmul_n)
+    noise = watch.judge(mm_times)
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    return MachinePeaks(bandwidth, flops, used, now, how)
+    return MachinePeaks(
+        bandwidth, flops, used, now, how, torch.__version__, cpu_model(),
+        noise.load_before, noise.noisy, noise,
+    )  # fmt: skip
 
 
 def default_cache_path() -> Path:
@@ -171,16 +208,29 @@ def default_cache_path() -> Path:
     return base / CACHE_FILE_NAME
 
 
+def _age_days(measured_at: str) -> float:
+    """Days since an ISO 8601 time (infinite when unparsable or naive)."""
+    try:
+        then = datetime.datetime.fromisoformat(measured_at)
+        return (datetime.datetime.now(datetime.UTC) - then).total_seconds() / 86400
+    except (ValueError, TypeError):
+        return math.inf
+
+
 def _read_cache(path: Path, threads: int) -> MachinePeaks | None:
-    """Cached peaks if the file is readable, current, from this host and thread count."""
+    """Cached peaks if readable, quiet, recent, and from this host, CPU, torch and threads."""
     try:
         record = json.loads(path.read_text())
         if record.pop("version") != CACHE_VERSION or record.pop("host") != platform.node():
             return None
-        peaks = MachinePeaks(**record)
+        noise = record.pop("noise")
+        peaks = MachinePeaks(**record, noise=None if noise is None else Noise.from_dict(noise))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return peaks if peaks.threads == threads else None
+    current = (threads, torch.__version__, cpu_model(), False)
+    if (peaks.threads, peaks.torch_version, peaks.cpu_model, peaks.noisy) != current:
+        return None
+    return peaks if _age_days(peaks.measured_at) <= CACHE_MAX_AGE_DAYS else None
 
 
 def load_or_measure_machine(
@@ -192,8 +242,10 @@ def load_or_measure_machine(
 ) -> MachinePeaks:
     """Cached machine peaks, measuring (and caching) them when needed.
 
-    The cache is re-measured when it is missing, unreadable, of another version, from another
-    host (``platform.node()``), or for another thread count, or when ``refresh`` is set.
+    The cache is re-measured when it is missing, unreadable, of another version, older than
+    ``CACHE_MAX_AGE_DAYS``, from another host (``platform.node()``), CPU model or torch
+    version, or for another thread count, or when ``refresh`` is set. A measurement flagged
+    noisy is returned (``peaks.noisy``, reasons in ``peaks.noise``) but not written.
 
     Args:
         cache: JSON file; None uses ``default_cache_path()``.
@@ -202,7 +254,7 @@ def load_or_measure_machine(
         refresh: Measure even if a valid cache exists.
 
     Returns:
-        The peaks, from the cache or freshly measured.
+        The peaks, from the cache or freshly measured (``noisy`` ones are not cached).
 
     Example:
         >>> peaks = load_or_measure_machine(Path("/tmp/slimtorch-doc/machine.json"))
@@ -215,6 +267,8 @@ def load_or_measure_machine(
     if cached is not None:
         return cached
     peaks = measure_machine(seconds, want)
+    if peaks.noisy:
+        return peaks  # measured under contention: good enough for this run, never cached
     record = {"version": CACHE_VERSION, "host": platform.node(), **dataclasses.asdict(peaks)}
     atomic_write_bytes(path, json.dumps(record, indent=2).encode())
     return peaks

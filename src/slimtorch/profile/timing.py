@@ -3,6 +3,9 @@
 All measurements run under ``torch.inference_mode()`` with modules in eval mode; each
 module's own ``training`` flag is restored afterwards, and nothing else about the model is
 changed. Clocks are ``time.perf_counter_ns``; CUDA inputs are synchronized around each call.
+``threads`` sets torch's intra-op threads for the timed work (restored after; default: the
+current setting) and is recorded with the figure, as is a :class:`~slimtorch.profile.noise.Noise`
+verdict (spread, contention, load, calibration probe) saying whether the figure can be trusted.
 
 Inputs: ``example_input`` may be a tensor (called as ``fn(x)``), a tuple (``fn(*x)``) or a
 mapping (``fn(**x)``).
@@ -28,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from slimtorch.errors import ConfigError
+from slimtorch.profile.noise import Noise, NoiseWatch, torch_threads
 
 NS_PER_S = 1e9
 MEDIAN, P90, P99 = 50.0, 90.0, 99.0
@@ -36,7 +40,11 @@ DEFAULT_BATCH_SIZES = (1, 8, 32, 128)
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Summary of timed calls, in seconds; ``samples_s`` holds every timed call in order."""
+    """Summary of timed calls, in seconds; ``samples_s`` holds every timed call in order.
+
+    ``threads`` is the torch thread count they ran with, ``cv`` their coefficient of
+    variation, ``noisy`` / ``noise`` the verdict of :mod:`slimtorch.profile.noise`.
+    """
 
     runs: int
     warmup: int
@@ -47,6 +55,10 @@ class LatencyStats:
     min_s: float
     max_s: float
     samples_s: tuple[float, ...]
+    threads: int | None = None
+    cv: float | None = None
+    noisy: bool = False
+    noise: Noise | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,8 @@ class ThroughputPoint:
     batch_size: int
     latency: LatencyStats
     samples_per_s: float  # batch_size / latency.median_s
+    threads: int | None = None
+    noisy: bool = False
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -85,8 +99,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t  # as numpy's _lerp
 
 
-def _stats(samples_ns: Sequence[int], warmup: int) -> LatencyStats:
+def _stats(samples_ns: Sequence[int], warmup: int, watch: NoiseWatch) -> LatencyStats:
     s = tuple(ns / NS_PER_S for ns in samples_ns)
+    noise = watch.judge(s)
     return LatencyStats(
         runs=len(s),
         warmup=warmup,
@@ -97,6 +112,10 @@ def _stats(samples_ns: Sequence[int], warmup: int) -> LatencyStats:
         min_s=min(s),
         max_s=max(s),
         samples_s=s,
+        threads=noise.threads,
+        cv=noise.cv,
+        noisy=noise.noisy,
+        noise=noise,
     )
 
 
@@ -147,6 +166,8 @@ def measure_latency(
     warmup: int = 10,
     runs: int = 50,
     max_seconds: float | None = None,
+    *,
+    threads: int | None = None,
 ) -> LatencyStats:
     """Time repeated calls of a model or function.
 
@@ -157,9 +178,12 @@ def measure_latency(
         runs: Timed calls.
         max_seconds: Wall-clock budget for warm-up plus timed calls; once spent, the
             remaining calls are skipped, but at least one call is always timed.
+        threads: torch intra-op threads for the calls (restored after); None keeps the
+            current setting.
 
     Returns:
-        ``LatencyStats`` over the timed calls (``runs`` and ``warmup`` are the counts done).
+        ``LatencyStats`` over the timed calls (``runs`` and ``warmup`` are the counts done),
+        with the thread count and the noise verdict.
 
     Example:
         >>> measure_latency(lambda x: x * 2, torch.ones(3), warmup=0, runs=3).runs
@@ -167,9 +191,10 @@ def measure_latency(
     """
     _check_counts(warmup, runs, max_seconds)
     sync = _synchronizer(example_input)
-    deadline = math.inf if max_seconds is None else time.perf_counter_ns() + max_seconds * 1e9
     warm, samples = 0, []
-    with _eval_inference(fn_or_model):
+    with torch_threads(threads) as used, _eval_inference(fn_or_model), NoiseWatch(used) as watch:
+        # the budget starts after the watch's probe
+        deadline = math.inf if max_seconds is None else time.perf_counter_ns() + max_seconds * 1e9
         while warm < warmup and time.perf_counter_ns() < deadline:
             _call(fn_or_model, example_input)
             warm += 1
@@ -179,7 +204,7 @@ def measure_latency(
             _call(fn_or_model, example_input)
             sync()
             samples.append(time.perf_counter_ns() - start)
-    return _stats(samples, warm)
+    return _stats(samples, warm, watch)
 
 
 def throughput_sweep(
@@ -189,6 +214,8 @@ def throughput_sweep(
     warmup: int = 3,
     runs: int = 10,
     max_seconds_per_point: float | None = 2.0,
+    *,
+    threads: int | None = None,
 ) -> list[ThroughputPoint]:
     """Latency and samples per second at several batch sizes.
 
@@ -200,6 +227,7 @@ def throughput_sweep(
         warmup: Untimed calls per batch size.
         runs: Timed calls per batch size.
         max_seconds_per_point: Budget per batch size (see ``measure_latency``).
+        threads: torch intra-op threads (see ``measure_latency``).
 
     Returns:
         One ``ThroughputPoint`` per batch size, ``samples_per_s = batch / median``.
@@ -216,8 +244,8 @@ def throughput_sweep(
     points = []
     for b in batch_sizes:
         batch = sample_input.expand(b, *sample_input.shape[1:]).contiguous()
-        stats = measure_latency(model, batch, warmup, runs, max_seconds_per_point)
-        points.append(ThroughputPoint(b, stats, b / stats.median_s))
+        stats = measure_latency(model, batch, warmup, runs, max_seconds_per_point, threads=threads)
+        points.append(ThroughputPoint(b, stats, b / stats.median_s, stats.threads, stats.noisy))
     return points
 
 
@@ -247,7 +275,12 @@ def _timing_hooks(
 
 
 def layer_latencies(
-    model: nn.Module, example_input: Any, warmup: int = 3, runs: int = 10
+    model: nn.Module,
+    example_input: Any,
+    warmup: int = 3,
+    runs: int = 10,
+    *,
+    threads: int | None = None,
 ) -> dict[str, float]:
     """Median seconds per leaf module per forward pass, timed with forward hooks.
 
@@ -260,6 +293,7 @@ def layer_latencies(
         example_input: Tensor, tuple or mapping, as for ``measure_latency``.
         warmup: Untimed forward passes.
         runs: Timed forward passes.
+        threads: torch intra-op threads (restored after); None keeps the current setting.
 
     Returns:
         ``{qualified leaf name: median seconds}`` in module order.
@@ -275,7 +309,7 @@ def layer_latencies(
     totals: dict[str, int] = {}
     handles = _timing_hooks(leaves, totals, sync)
     try:
-        with _eval_inference(model):
+        with torch_threads(threads), _eval_inference(model):
             for i in range(warmup + runs):
                 totals.clear()
                 _call(model, example_input)
