@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from slimtorch.errors import ConfigError
+from slimtorch.profile.cli import add_threads_option, threads_from_args
 
 SCENARIO_CHOICES = ("singlestream", "multistream", "server", "offline")
 PERCENT = 100.0
@@ -71,12 +72,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up queries (default 10)")
     p.add_argument("--seed", type=int, default=0, help="sample order, arrivals, split (default 0)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch intra-op threads for the run (default: torch's own choice)",
-    )
+    add_threads_option(p, "the runs (and the native LLM decode engine)")
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
@@ -199,12 +195,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     division = _division(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads: expected >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    threads = threads_from_args(args)
     kwargs = {k: v for k, v in (("norm", args.norm), ("act", args.act)) if v is not None}
     ev = load_eval_data(args.data, args.split, args.seed)
     options = LoadOptions(tuple(ev.x.shape[1:]), ev.num_classes, kwargs)
@@ -219,14 +210,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         find_peak=not args.no_peak_search,
         baseline=args.baseline,
         progress=not args.quiet,
+        threads=threads,
     )
     if not args.quiet:
         from rich.console import Console
+
+        from slimtorch.bench.report import records_hint
 
         console = Console(width=120)
         for r in records:
             console.print(format_summary(r), markup=False, highlight=False)
         console.print(compare_table(records, args.baseline))
+        hint = records_hint(records)
+        if hint:
+            console.print(f"hint: {hint}", markup=False, highlight=False)
     _write_outputs(args, records, compare_markdown)
     return 0
 
@@ -262,10 +259,17 @@ def _bench_generators(args: argparse.Namespace, targets: list) -> int:
         server_target_qps=args.target_qps,
         seed=args.seed,
     )
-    results = benchmark_llm(targets, settings, progress=not args.quiet)
+    results = benchmark_llm(
+        targets, settings, progress=not args.quiet, threads=threads_from_args(args)
+    )
     table = llm_markdown(results, args.baseline)
     if not args.quiet:
+        from slimtorch.profile.noise import noise_hint
+
         print(table)
+        hint = noise_hint([r.noise for r in results])
+        if hint:
+            print(f"hint: {hint}")
     if args.json:
         payload = [r.to_dict() for r in results]
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")

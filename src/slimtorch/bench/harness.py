@@ -21,13 +21,15 @@ import torch
 
 from slimtorch.bench.accuracy import DivisionConfig, accuracy_mode, check_division
 from slimtorch.bench.clock import Clock
-from slimtorch.bench.llm import LLMResult, LLMSettings, run_llm
+from slimtorch.bench.llm import LLMResult, LLMSettings, run_llm, with_llm_noise
 from slimtorch.bench.loadgen import run_scenario
 from slimtorch.bench.report import BenchRecord
+from slimtorch.bench.results import with_noise
 from slimtorch.bench.samples import TensorSamples
 from slimtorch.bench.settings import TestSettings
 from slimtorch.bench.sut import BenchTarget, LoadOptions, load_target
 from slimtorch.errors import ConfigError
+from slimtorch.profile.noise import NoiseWatch, torch_threads
 
 SPLITS = ("train", "val", "test")
 
@@ -93,6 +95,7 @@ def benchmark(
     model_kwargs: dict | None = None,
     clock: Clock | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> list[BenchRecord]:
     """Benchmark classifiers side by side (what ``slimtorch bench`` runs).
 
@@ -110,6 +113,8 @@ def benchmark(
         model_kwargs: construction arguments for zoo models (``norm``, ``act``).
         clock: real (default) or virtual time.
         progress: show a progress bar.
+        threads: torch threads for the runs (restored after); None keeps the current
+            setting. Each result records it, with its noise verdict.
 
     Returns:
         One ``BenchRecord`` per source, in order.
@@ -123,11 +128,13 @@ def benchmark(
     targets = load_targets(sources, options)
     _check_classifiers(targets)
     qsl, records = TensorSamples(ev.x), []
-    with _progress(progress, len(targets)) as advance:
+    with torch_threads(threads) as used, _progress(progress, len(targets)) as advance:
         for t in targets:
-            result = run_scenario(
-                t.sut, qsl, settings, clock=clock, label=t.label, find_peak=find_peak
-            )
+            with NoiseWatch(used) as watch:
+                result = run_scenario(
+                    t.sut, qsl, settings, clock=clock, label=t.label, find_peak=find_peak
+                )
+            result = with_noise(result, watch)
             quality = accuracy_mode(t.sut, qsl, ev.y) if accuracy or division else None
             records.append(BenchRecord(result, quality))
             advance(t.label)
@@ -144,7 +151,11 @@ def _check_classifiers(targets: Sequence[BenchTarget]) -> None:
 
 
 def benchmark_llm(
-    sources: Sequence[str | BenchTarget], settings: LLMSettings, *, progress: bool = True
+    sources: Sequence[str | BenchTarget],
+    settings: LLMSettings,
+    *,
+    progress: bool = True,
+    threads: int | None = None,
 ) -> list[LLMResult]:
     """TTFT, TPOT and tokens/s of generator targets (from adapters that yield ``generator``).
 
@@ -152,6 +163,8 @@ def benchmark_llm(
         sources: sources a registered adapter loads as ``kind="generator"``.
         settings: LLM scenario and bounds.
         progress: show a progress bar.
+        threads: torch threads (and native decode engine threads) for the runs; None keeps
+            the current setting. Each result records it, with its noise verdict.
 
     Returns:
         One ``LLMResult`` per source.
@@ -161,9 +174,11 @@ def benchmark_llm(
     if bad:
         raise ConfigError(f"{', '.join(bad)}: not a token generator with prompts")
     results = []
-    with _progress(progress, len(targets)) as advance:
+    with torch_threads(threads) as used, _progress(progress, len(targets)) as advance:
         for t in targets:
-            results.append(run_llm(t.sut, t.prompts, settings, label=t.label))
+            with NoiseWatch(used) as watch:
+                result = run_llm(t.sut, t.prompts, settings, label=t.label)
+            results.append(with_llm_noise(result, watch))
             advance(t.label)
     return results
 

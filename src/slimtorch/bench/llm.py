@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from slimtorch.bench.clock import Clock, RealClock
 from slimtorch.bench.results import LatencySummary, summarize_latencies
 from slimtorch.bench.samples import SampleOrder, poisson_arrivals
 from slimtorch.errors import ConfigError
+from slimtorch.profile.noise import Noise, NoiseWatch, noisy_mark, threads_text
 from slimtorch.profile.timing import percentile
 
 LLM_SETTINGS_VERSION = 1
@@ -109,7 +110,12 @@ class RequestTiming:
 
 @dataclass(frozen=True)
 class LLMResult:
-    """TTFT / TPOT summaries, tokens per second and the VALID verdict of an LLM run."""
+    """TTFT / TPOT summaries, tokens per second and the VALID verdict of an LLM run.
+
+    ``threads``, ``noisy`` and ``noise`` say how it was timed and whether the figures can be
+    trusted (:mod:`slimtorch.profile.noise`; the spread judged is the TPOT's, which excludes
+    queueing and prompt length).
+    """
 
     label: str
     settings: LLMSettings
@@ -121,6 +127,9 @@ class LLMResult:
     tokens_per_s: float
     valid: bool
     reasons: tuple[str, ...]
+    threads: int | None = None
+    noisy: bool = False
+    noise: Noise | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (per-request timings included)."""
@@ -215,6 +224,13 @@ def _llm_result(
     )
 
 
+def with_llm_noise(result: LLMResult, watch: NoiseWatch) -> LLMResult:
+    """``result`` with the thread count and the noise verdict of the watch around its run."""
+    tpots = [t.tpot_s for t in result.requests if t.tpot_s is not None]
+    noise = watch.judge(tpots or None)
+    return replace(result, threads=noise.threads, noisy=noise.noisy, noise=noise)
+
+
 def llm_markdown(results: Sequence[LLMResult], baseline: int = 0) -> str:
     """TTFT / TPOT percentiles and tokens/s side by side; speedup in tokens/s over the baseline.
 
@@ -237,6 +253,9 @@ def llm_markdown(results: Sequence[LLMResult], baseline: int = 0) -> str:
         tpot = r.tpot.percentiles if r.tpot else {50.0: math.nan, 99.0: math.nan}
         cells = [r.label, *(f"{v * 1e3:.1f} ms" for v in (r.ttft.percentiles[50.0],
                  r.ttft.percentiles[99.0], tpot[50.0], tpot[99.0]))]  # fmt: skip
-        cells += [f"{r.tokens_per_s:,.1f}", "VALID" if r.valid else "INVALID"]
+        cells += [f"{r.tokens_per_s:,.1f}{noisy_mark(r.noise)}", "VALID" if r.valid else "INVALID"]
         lines.append("| " + " | ".join([*cells, f"{r.tokens_per_s / base:.2f}x"]) + " |")
+    threads = sorted({r.threads for r in results if r.threads is not None})
+    if threads:
+        lines += ["", f"Timed with {', '.join(threads_text(t) for t in threads)}."]
     return "\n".join(lines)

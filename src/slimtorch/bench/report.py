@@ -34,6 +34,7 @@ from slimtorch.bench.accuracy import DivisionVerdict, QualityResult
 from slimtorch.bench.results import ScenarioResult
 from slimtorch.errors import ConfigError
 from slimtorch.io import atomic_write_bytes, atomic_write_text
+from slimtorch.profile.noise import noise_hint, noisy_mark, threads_text
 
 SCENARIO_TITLES = {
     "singlestream": "SingleStream",
@@ -107,7 +108,18 @@ def _stats_lines(r: ScenarioResult) -> list[str]:
     lines += [f"{q:.2f} percentile latency (ns) : {_ns(v)}" for q, v in lat.percentiles.items()]
     if r.scheduled_qps is not None:
         lines.insert(0, f"Scheduled queries per second : {r.scheduled_qps:.6g}")
-    return lines
+    return lines + _noise_lines(r)
+
+
+def _noise_lines(r: ScenarioResult) -> list[str]:
+    if r.noise is None:
+        return []
+    n = r.noise
+    lines = [f"Threads : {r.threads}"]
+    if n.cv is not None:
+        lines.append(f"Latency coefficient of variation : {n.cv:.3f}")
+    lines.append(f"Noisy : {'YES' if n.noisy else 'No'}")
+    return lines + [f"  * {reason}" for reason in n.reasons]
 
 
 def _trial_lines(r: ScenarioResult) -> list[str]:
@@ -188,6 +200,11 @@ def record_to_dict(record: BenchRecord, latencies: bool = True) -> dict[str, Any
     return d
 
 
+def records_hint(records: Sequence[BenchRecord]) -> str | None:
+    """One hint line when any record is noisy (None otherwise)."""
+    return noise_hint([rec.result.noise for rec in records])
+
+
 def to_json(records: Sequence[BenchRecord], baseline: int = 0) -> str:
     """All records with their speedups over ``records[baseline]``, as JSON text."""
     ups = speedups(records, baseline)
@@ -227,7 +244,8 @@ def speedups(records: Sequence[BenchRecord], baseline: int = 0) -> list[float]:
 
 
 def _metric_cell(r: ScenarioResult) -> str:
-    return f"{r.metric_value:,.1f}" if r.higher_is_better else f"{r.metric_value * 1e3:.3f} ms"
+    value = f"{r.metric_value:,.1f}" if r.higher_is_better else f"{r.metric_value * 1e3:.3f} ms"
+    return value + noisy_mark(r.noise)
 
 
 def compare_rows(records: Sequence[BenchRecord], baseline: int = 0) -> list[list[str]]:
@@ -256,10 +274,18 @@ def _headers(records: Sequence[BenchRecord]) -> list[str]:
     return ["model", r.metric, "result", "p50", "p99", quality, "division", "speedup"]
 
 
+def _threads_note(records: Sequence[BenchRecord]) -> str:
+    threads = sorted({rec.result.threads for rec in records if rec.result.threads is not None})
+    if not threads:
+        return ""
+    return f", {threads_text(threads[0])}" if len(threads) == 1 else f", {threads} threads"
+
+
 def compare_table(records: Sequence[BenchRecord], baseline: int = 0) -> Table:
     """A rich table of the records side by side with speedups over the baseline."""
     title = SCENARIO_TITLES[records[0].result.settings.scenario]
-    table = Table(title=f"{title}: speedup over {records[baseline].label}", box=box.SIMPLE)
+    heading = f"{title}: speedup over {records[baseline].label}{_threads_note(records)}"
+    table = Table(title=heading, box=box.SIMPLE)
     for i, h in enumerate(_headers(records)):
         table.add_column(h, justify="left" if i == 0 else "right")
     for row in compare_rows(records, baseline):
@@ -272,6 +298,8 @@ def compare_markdown(records: Sequence[BenchRecord], baseline: int = 0) -> str:
     headers = _headers(records)
     lines = ["| " + " | ".join(headers) + " |", "|---" + "|---:" * (len(headers) - 1) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in compare_rows(records, baseline)]
+    if _threads_note(records):
+        lines += ["", f"Timed with {_threads_note(records).removeprefix(', ')}."]
     return "\n".join(lines) + "\n"
 
 

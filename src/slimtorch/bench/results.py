@@ -8,10 +8,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from slimtorch.bench.settings import TestSettings
+from slimtorch.profile.noise import Noise, NoiseWatch
 from slimtorch.profile.timing import percentile
+
+# Scenarios whose latencies are back-to-back calls (their spread is the machine's); Server
+# latencies include queueing and Offline ones are completion times, spread by design.
+SPREAD_SCENARIOS = ("singlestream", "multistream")
 
 # The percentiles LoadGen's mlperf_log_summary.txt lists.
 SUMMARY_PERCENTILES = (50.0, 90.0, 95.0, 97.0, 99.0, 99.9)
@@ -76,6 +81,9 @@ class ScenarioResult:
         latencies_s: per-query latency (Offline: per-sample completion time), in issue order.
         scheduled_qps: Server: queries scheduled per second (the realized Poisson rate).
         trials: Server peak search: every rate tried, in order.
+        threads: torch threads the run used.
+        noisy: the run was flagged noisy (see :mod:`slimtorch.profile.noise`).
+        noise: the verdict and the figures it was judged on.
     """
 
     label: str
@@ -93,3 +101,17 @@ class ScenarioResult:
     latencies_s: tuple[float, ...] = field(repr=False)
     scheduled_qps: float | None = None
     trials: tuple[ServerTrial, ...] = ()
+    threads: int | None = None
+    noisy: bool = False
+    noise: Noise | None = None
+
+
+def with_noise(result: ScenarioResult, watch: NoiseWatch) -> ScenarioResult:
+    """``result`` with the thread count and the noise verdict of the watch around its run.
+
+    The latencies' spread is judged in SingleStream and MultiStream only (see
+    ``SPREAD_SCENARIOS``); every scenario is judged on contention, load and the probe.
+    """
+    spread = result.settings.scenario in SPREAD_SCENARIOS
+    noise = watch.judge(result.latencies_s if spread else None)
+    return replace(result, threads=noise.threads, noisy=noise.noisy, noise=noise)

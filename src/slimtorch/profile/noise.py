@@ -383,6 +383,11 @@ def noise_hint(noises: Sequence[Noise | None]) -> str | None:
     return f"noisy timing ({noisy[0].reasons[0]}): {HINT}"
 
 
+def threads_text(threads: int | None) -> str:
+    """``"1 thread"``, ``"4 threads"`` (``"? threads"`` when unknown), for table titles."""
+    return f"{'?' if threads is None else threads} thread{'' if threads == 1 else 's'}"
+
+
 def noisy_mark(noise: Noise | None) -> str:
     """``" noisy"`` to put next to a figure in a table, or ``""``."""
     return " noisy" if noise is not None and noise.noisy else ""

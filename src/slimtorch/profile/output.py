@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slimtorch.io import atomic_write_bytes, atomic_write_text
-from slimtorch.profile.noise import Noise, noise_hint, noisy_mark
+from slimtorch.profile.noise import Noise, noise_hint, noisy_mark, threads_text
 from slimtorch.profile.report import LayerProfile, ModelProfile
 
 CSV_FIELDS = (
@@ -120,7 +120,7 @@ def layer_table(profile: ModelProfile) -> Table:
 
 
 def _threads_note(profile: ModelProfile) -> str:
-    return "" if profile.threads is None else f", timed with {profile.threads} threads"
+    return "" if profile.threads is None else f", timed with {threads_text(profile.threads)}"
 
 
 def _layer_cells(lp: LayerProfile) -> list[str]:
@@ -193,7 +193,7 @@ def summary_rows(p: ModelProfile) -> list[tuple[str, str]]:
             (
                 "machine: bandwidth / peak",
                 f"{m.bandwidth_bytes_per_s / 1e9:.1f} GB/s / {m.peak_flops_per_s / 1e9:.1f} "
-                f"GFLOP/s ({m.threads} threads{', noisy: not cached' if m.noisy else ''})",
+                f"GFLOP/s ({threads_text(m.threads)}{', noisy: not cached' if m.noisy else ''})",
             )
         )
     return rows
@@ -201,10 +201,10 @@ def summary_rows(p: ModelProfile) -> list[tuple[str, str]]:
 
 def _verdict(threads: int | None, noise: Noise | None) -> str:
     if noise is None:
-        return f"{threads} threads"
+        return threads_text(threads)
     cv = "-" if noise.cv is None else f"{noise.cv:.2f}"
     verdict = f"noisy ({'; '.join(noise.reasons)})" if noise.noisy else "quiet"
-    return f"{threads} threads, CV {cv}, {verdict}"
+    return f"{threads_text(threads)}, CV {cv}, {verdict}"
 
 
 def profile_noise_hint(profiles: Sequence[ModelProfile]) -> str | None:
