@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from slimtorch.profile.cli import add_threads_option, threads_from_args
+
 LLM_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.llm.compress.cli",
     "slimtorch.llm.llm_profile",
@@ -64,11 +66,12 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus probability (1.0 = all)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    add_threads_option(p, "prefill and decode (and the native engine)")
     p.add_argument(
         "--decode-threads",
         type=int,
         default=0,
-        help="threads while decoding (0 = torch's default, all cores; 1 is fastest when the "
+        help="threads while decoding only (0 = as --threads; 1 is fastest when the "
         "cores are busy with other work)",
     )
     p.add_argument(
@@ -207,11 +210,13 @@ def _gen_config(args: argparse.Namespace, stop: tuple[int, ...]):
         stop_ids=stop,
         decode_threads=args.decode_threads,
         engine=args.engine,
+        threads=threads_from_args(args),
     )
 
 
 def _stream(loaded, tok, prompt_ids: list[int], cfg) -> list[int]:
     from slimtorch.llm.generate import TextStreamer, generate
+    from slimtorch.profile.noise import noise_hint, noisy_mark, threads_text
 
     def write(s: str) -> None:
         sys.stdout.write(s)
@@ -219,11 +224,16 @@ def _stream(loaded, tok, prompt_ids: list[int], cfg) -> list[int]:
 
     streamer = TextStreamer(lambda ids: tok.decode(ids, skip_special=True), write)
     out = generate(loaded.model, prompt_ids, cfg, on_token=streamer)
+    threads = f"{threads_text(out.threads)}, decode {out.decode_threads}"
     print(
         f"\n[prefill {out.prompt_tokens} tokens at {out.prefill_tokens_per_s:.1f} tok/s; "
-        f"decode {len(out.tokens)} tokens at {out.decode_tokens_per_s:.1f} tok/s ({out.engine})]",
+        f"decode {len(out.tokens)} tokens at {out.decode_tokens_per_s:.1f} tok/s"
+        f"{noisy_mark(out.noise)} ({out.engine}, {threads})]",
         file=sys.stderr,
     )
+    hint = noise_hint([out.noise])
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
     return out.tokens
 
 

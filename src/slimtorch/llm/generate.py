@@ -31,6 +31,7 @@ from slimtorch.errors import ConfigError
 from slimtorch.llm.decode import decode_plan
 from slimtorch.llm.model import Llama
 from slimtorch.llm.native import NativeDecoder, NativeUnavailable
+from slimtorch.profile.noise import Noise, NoiseWatch, torch_threads
 
 CONFIG_VERSION = 1
 ENGINES = ("auto", "native", "torch")
@@ -82,10 +83,12 @@ class GenerateConfig:
         top_p: Keep the smallest set of tokens whose probability reaches p (1.0: all).
         seed: Seed of the sampling generator.
         stop_ids: Generation stops after emitting one of these.
-        decode_threads: threads for the decode phase (0: torch's setting,
-            ``torch.get_num_threads()``, for either engine). One thread avoids OpenMP barrier
-            stalls when the cores are shared with other work; prefill keeps the process
-            setting.
+        threads: torch threads for prefill and decode, and the native engine's threads
+            (restored after; None: torch's current setting). Recorded in the
+            :class:`Generation` with the noise verdict of its decode steps.
+        decode_threads: threads for the decode phase only (0: as ``threads``, for either
+            engine). One thread avoids OpenMP barrier stalls when the cores are shared with
+            other work.
         engine: Decode engine: ``"native"`` (the compiled C step of
             :mod:`slimtorch.llm.native`, batch 1), ``"torch"`` (the fused-kernel
             :class:`~slimtorch.llm.decode.DecodePlan`) or ``"auto"`` (native when it can be
@@ -101,6 +104,7 @@ class GenerateConfig:
     stop_ids: tuple[int, ...] = ()
     decode_threads: int = 0
     engine: str = "auto"
+    threads: int | None = None
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -114,19 +118,29 @@ class GenerateConfig:
             raise ConfigError(f"top_p: expected in (0, 1], got {self.top_p}")
         if self.decode_threads < 0:
             raise ConfigError(f"decode_threads: expected >= 0, got {self.decode_threads}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: expected >= 1, got {self.threads}")
         if self.engine not in ENGINES:
             raise ConfigError(f"engine: expected one of {ENGINES}, got {self.engine!r}")
 
 
 @dataclass(frozen=True)
 class Generation:
-    """Generated token ids and the speed of each phase."""
+    """Generated token ids and the speed of each phase.
+
+    ``threads`` / ``decode_threads`` are the thread counts of prefill and decode; ``noisy``
+    and ``noise`` judge the decode steps' times (:mod:`slimtorch.profile.noise`).
+    """
 
     tokens: list[int]
     prompt_tokens: int
     prefill_s: float
     decode_s: float
     engine: str = "torch"
+    threads: int | None = None
+    decode_threads: int | None = None
+    noisy: bool = False
+    noise: Noise | None = None
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -205,7 +219,7 @@ def generate(
         on_token: Called with each new token id as soon as it exists (streaming).
 
     Returns:
-        A :class:`Generation` (new tokens, prefill and decode seconds).
+        A :class:`Generation` (new tokens, prefill and decode seconds, threads, noise).
     """
     cfg = config or GenerateConfig()
     if not prompt:
@@ -220,17 +234,20 @@ def generate(
     pick = lambda lg: sample(lg, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # noqa: E731
     model.setup_cache(1, total)
     try:
-        dec = decoder(model, cfg.engine, cfg.decode_threads)  # weights packed once per model
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            tok = pick(prefill(model, torch.tensor([list(prompt)])))
-            t1 = time.perf_counter()
-            with _threads(cfg.decode_threads if dec.name == "torch" else 0):
-                out = _decode_loop(dec, tok, len(prompt), cfg, pick, on_token)
-            t2 = time.perf_counter()
+        with torch_threads(cfg.threads) as used:
+            n_dec = cfg.decode_threads or used
+            dec = decoder(model, cfg.engine, n_dec)  # weights packed once per model
+            with torch.inference_mode(), NoiseWatch(n_dec) as watch:
+                t0 = time.perf_counter()
+                tok = pick(prefill(model, torch.tensor([list(prompt)])))
+                t1 = time.perf_counter()
+                with _threads(cfg.decode_threads if dec.name == "torch" else 0):
+                    out, steps = _decode_loop(dec, tok, len(prompt), cfg, pick, on_token)
+                t2 = time.perf_counter()
     finally:
         model.clear_cache()
-    return Generation(out, len(prompt), t1 - t0, t2 - t1, dec.name)
+    noise = watch.judge(steps or None)
+    return Generation(out, len(prompt), t1 - t0, t2 - t1, dec.name, used, n_dec, noise.noisy, noise)
 
 
 @contextmanager
@@ -253,16 +270,19 @@ def _decode_loop(
     cfg: GenerateConfig,
     pick: Callable[[Tensor], int],
     on_token: Callable[[int], None] | None,
-) -> list[int]:
-    out = [tok]
+) -> tuple[list[int], list[float]]:
+    """(tokens, seconds of each decode step, streaming callback excluded)."""
+    out, seconds = [tok], []
     step = torch.empty(1, 1, dtype=torch.long)  # reused token buffer
     while True:
         if on_token is not None:
             on_token(tok)
         if tok in cfg.stop_ids or len(out) >= cfg.max_new_tokens:
-            return out
+            return out, seconds
+        start = time.perf_counter()
         step.fill_(tok)
         tok = pick(plan.step(step, pos)[0])
+        seconds.append(time.perf_counter() - start)
         out.append(tok)
         pos += 1
 
