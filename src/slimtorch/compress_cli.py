@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from slimtorch.profile.cli import add_threads_option, threads_from_args
+
 DEFAULT_OUT = Path("slimtorch-out")
 FILE_NAME = "model.slim"
 
@@ -70,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed (default: recipe's)")
     p.add_argument("--retrain", action="store_true", help="ignore a cached baseline; train again")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    add_threads_option(p, "each stage's latency figure")
     p.set_defaults(func=_cmd_compress)
 
 
@@ -141,6 +144,7 @@ def compress(
     seed: int | None = None,
     retrain: bool = False,
     progress: bool = True,
+    threads: int | None = None,
 ) -> CompressOutcome:
     """The main job (``slimtorch compress``) as a function.
 
@@ -151,6 +155,7 @@ def compress(
         stage_epochs: cap every stage's epochs (quick runs).
         retrain: train the baseline even if a matching one is cached in ``out/baseline``.
         progress: progress bars and printed tables.
+        threads: torch threads for the latency figures (None: the current setting).
 
     Returns:
         A :class:`CompressOutcome`: the pipeline result, the summary (ratio, accuracies,
@@ -164,10 +169,10 @@ def compress(
     rec = replace(rec, model=section)
     out = Path(out)
     base, spec, splits = _baseline(rec, out, retrain, progress)
-    return _run(rec, base, spec, splits, out, stage_epochs, progress)
+    return _run(rec, base, spec, splits, out, stage_epochs, progress, threads)
 
 
-def _run(rec, base, spec, splits, out, stage_epochs, progress) -> CompressOutcome:
+def _run(rec, base, spec, splits, out, stage_epochs, progress, threads=None) -> CompressOutcome:
 
     from slimtorch.checkpoint import save_checkpoint
     from slimtorch.compress_report import write_report
@@ -193,6 +198,7 @@ def _run(rec, base, spec, splits, out, stage_epochs, progress) -> CompressOutcom
         progress=progress,
         max_stage_epochs=stage_epochs,
         on_stage=show,
+        threads=threads,
     )
     summary: dict[str, Any] = {
         "model": rec.model.name,
@@ -201,6 +207,8 @@ def _run(rec, base, spec, splits, out, stage_epochs, progress) -> CompressOutcom
         "original_bytes": result.original_bytes,
         "baseline_test_accuracy": result.records[0].test_accuracy,
         "compressed_test_accuracy": result.records[-1].test_accuracy,
+        "threads": result.records[0].threads,
+        "noisy_latency_stages": [r.stage for r in result.records if r.noisy],
     }
     paths = []
     if result.file is not None:
@@ -267,13 +275,19 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         seed=args.seed,
         retrain=args.retrain,
         progress=not args.quiet,
+        threads=threads_from_args(args),
     )
     s = outcome.summary
     if not args.quiet:
+        from slimtorch.profile.noise import noise_hint, threads_text
+
         console = wide_console()
-        console.print(
-            stage_table(outcome.result.records, f"{s['model']} on {s['data']}: {s['recipe']}")
-        )
+        threads = threads_text(s["threads"])
+        title = f"{s['model']} on {s['data']}: {s['recipe']}, latency on {threads}"
+        console.print(stage_table(outcome.result.records, title))
+        hint = noise_hint([r.noise for r in outcome.result.records])
+        if hint:
+            console.print(f"hint: {hint}", markup=False, highlight=False)
     if "ratio" in s:
         print(
             f"compressed {s['original_bytes']:,} fp32 bytes -> {s['file_bytes']:,} bytes "

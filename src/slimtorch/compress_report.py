@@ -26,6 +26,7 @@ from rich.table import Table
 
 from slimtorch.io import atomic_write_text
 from slimtorch.pipeline import PipelineResult, StageRecord, stage_labels
+from slimtorch.profile.noise import noisy_mark, threads_text
 
 QUANTIZE_STAGES = ("kmeans", "linear")
 PAPER = {  # Han, Mao & Dally 2016, Table 1 (MNIST): compression rate of P+Q+H
@@ -69,7 +70,7 @@ def stage_table(records: Sequence[StageRecord], title: str = "compression stages
             f"{r.size_bytes:,}",
             f"{r.ratio:.1f}x",
             _human(r.effective_macs),
-            f"{r.latency_ms:.3f}",
+            f"{r.latency_ms:.3f}{noisy_mark(r.noise)}",
             f"{r.seconds:.1f}",
         )
     return table
@@ -126,8 +127,11 @@ def markdown(result: PipelineResult, summary: dict[str, Any]) -> str:
             f"| {label}{' (file)' if r.exact_file else ''} | {r.test_accuracy:.4f} | "
             f"{r.val_accuracy:.4f} | {r.nonzero_weights:,} / {r.weights:,} | "
             f"{r.bits_per_weight:.3f} | {r.size_bytes:,} | {r.ratio:.1f}x | {r.macs:,} | "
-            f"{r.effective_macs:,} | {r.latency_ms:.3f} | {r.seconds:.1f} |"
+            f"{r.effective_macs:,} | {r.latency_ms:.3f}{noisy_mark(r.noise)} | {r.seconds:.1f} |"
         )
+    threads = result.records[0].threads
+    if threads is not None:
+        lines += ["", f"Latency: median of timed calls with {threads_text(threads)}."]
     lines += [
         "",
         "Paper form (Han, Mao & Dally 2016):",
