@@ -174,6 +174,7 @@ def compress(
 
 def _run(rec, base, spec, splits, out, stage_epochs, progress, threads=None) -> CompressOutcome:
 
+    from slimtorch.accuracy_check import pipeline_warnings
     from slimtorch.checkpoint import save_checkpoint
     from slimtorch.compress_report import write_report
     from slimtorch.encode import load_compressed
@@ -239,6 +240,9 @@ def _run(rec, base, spec, splits, out, stage_epochs, progress, threads=None) -> 
             bit_exact=exact,
             accuracy_change_points=round(100 * (acc - summary["baseline_test_accuracy"]), 2),
         )
+    summary["warnings"] = [
+        w.to_dict() for w in pipeline_warnings(result.records, rec.stages, splits.num_classes)
+    ]
     summary["recipe_settings"] = rec.to_dict()
     paths += write_report(out, result, summary)
     return CompressOutcome(result, summary, paths)
@@ -284,10 +288,12 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         console = wide_console()
         threads = threads_text(s["threads"])
         title = f"{s['model']} on {s['data']}: {s['recipe']}, latency on {threads}"
-        console.print(stage_table(outcome.result.records, title))
+        console.print(stage_table(outcome.result.records, title, s["warnings"]))
         hint = noise_hint([r.noise for r in outcome.result.records])
         if hint:
             console.print(f"hint: {hint}", markup=False, highlight=False)
+    elif s["warnings"]:
+        print("\n".join(f"warning: {w['message']}" for w in s["warnings"]))
     if "ratio" in s:
         print(
             f"compressed {s['original_bytes']:,} fp32 bytes -> {s['file_bytes']:,} bytes "

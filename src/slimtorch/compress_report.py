@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from slimtorch.io import atomic_write_text
 from slimtorch.pipeline import PipelineResult, StageRecord, stage_labels
@@ -43,9 +44,16 @@ def _human(n: float) -> str:
     return f"{n:.1f}T"
 
 
-def stage_table(records: Sequence[StageRecord], title: str = "compression stages") -> Table:
-    """A rich table with one row per stage."""
+def stage_table(
+    records: Sequence[StageRecord],
+    title: str = "compression stages",
+    warnings: Sequence[dict[str, Any]] = (),
+) -> Table:
+    """A rich table with one row per stage; a stage that destroyed accuracy is marked ``(!)``
+    and its warning (``AccuracyWarning.to_dict()``: what happened, what to change) is printed
+    under the table."""
     table = Table(title=title)
+    flagged = {w["stage"] for w in warnings}
     cols = (
         "stage",
         "test acc",
@@ -63,7 +71,7 @@ def stage_table(records: Sequence[StageRecord], title: str = "compression stages
     for label, r in zip(stage_labels(records), records, strict=True):
         table.add_row(
             label + (" (file)" if r.exact_file else ""),
-            f"{r.test_accuracy:.4f}",
+            f"{r.test_accuracy:.4f}" + (" (!)" if label in flagged else ""),
             f"{r.val_accuracy:.4f}",
             f"{r.nonzero_weights:,} ({r.nonzero_weights / r.weights:.1%})",
             f"{r.bits_per_weight:.2f}",
@@ -73,6 +81,10 @@ def stage_table(records: Sequence[StageRecord], title: str = "compression stages
             f"{r.latency_ms:.3f}{noisy_mark(r.noise)}",
             f"{r.seconds:.1f}",
         )
+    if warnings:
+        lines = "\n".join(f"(!) warning: {w['message']}" for w in warnings)
+        table.caption = Text(lines, style="bold yellow")  # Text: no markup parsing
+        table.caption_justify = "left"
     return table
 
 
@@ -116,6 +128,10 @@ def markdown(result: PipelineResult, summary: dict[str, Any]) -> str:
     ):
         if key in summary:
             lines.append(f"- {key.replace('_', ' ')}: {summary[key]}")
+    if summary.get("warnings"):
+        lines += ["", "## Warnings", ""]
+        lines += [f"- **(!) {w['message']}**" for w in summary["warnings"]]
+    flagged = {w["stage"] for w in summary.get("warnings", [])}
     lines += [
         "",
         "| stage | test acc | val acc | nonzero weights | bits/weight | size (B) | ratio "
@@ -124,7 +140,8 @@ def markdown(result: PipelineResult, summary: dict[str, Any]) -> str:
     ]
     for label, r in zip(stage_labels(result.records), result.records, strict=True):
         lines.append(
-            f"| {label}{' (file)' if r.exact_file else ''} | {r.test_accuracy:.4f} | "
+            f"| {label}{' (file)' if r.exact_file else ''} | {r.test_accuracy:.4f}"
+            f"{' (!)' if label in flagged else ''} | "
             f"{r.val_accuracy:.4f} | {r.nonzero_weights:,} / {r.weights:,} | "
             f"{r.bits_per_weight:.3f} | {r.size_bytes:,} | {r.ratio:.1f}x | {r.macs:,} | "
             f"{r.effective_macs:,} | {r.latency_ms:.3f}{noisy_mark(r.noise)} | {r.seconds:.1f} |"
@@ -227,7 +244,8 @@ def _save(fig: Any, path: Path) -> Path:
 def write_report(out_dir: Path, result: PipelineResult, summary: dict[str, Any]) -> list[Path]:
     """Write ``report.json``, ``report.md`` and the PNG plots into ``out_dir``."""
     payload = {
-        "summary": summary,
+        "summary": {k: v for k, v in summary.items() if k != "warnings"},
+        "warnings": summary.get("warnings", []),  # stages that destroyed accuracy
         "stages": [dataclasses.asdict(r) for r in result.records],
         "paper_form": paper_rows(result.records),
         "paper": PAPER,

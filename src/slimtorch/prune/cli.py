@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``slimtorch prune``."""
     from rich.console import Console
 
+    from slimtorch.accuracy_check import accuracy_warning, prune_suggestions
     from slimtorch.checkpoint import load_checkpoint, save_checkpoint
     from slimtorch.data import load_data, make_loaders, recorded_split
     from slimtorch.prune.engine import prune_model
@@ -177,15 +178,29 @@ def run(args: argparse.Namespace) -> int:
         sparsities = _sensitivity(model, config, args, train, val)
     result = prune_model(model, config, train, val, test, not args.quiet, sparsities)
     report = result.report
+    final = report.accuracy_finetuned or report.accuracy_pruned
+    tips = prune_suggestions(config, args.sensitivity)
+    warning = accuracy_warning("prune", report.accuracy_before, final, splits.num_classes, tips)
     summary = {"data": data, "seed": seed, "pruned_from": str(args.checkpoint)}
     summary.update(test_accuracy=report.accuracy_finetuned or report.accuracy_pruned)
     summary.update(sparsity=report.sparsity, prune_config=config.to_dict())
     save_checkpoint(args.out, model, spec, summary, overwrite=args.overwrite)
-    write_report_json(report, Path(args.out) / "prune_report.json")
+    write_report_json(report, Path(args.out) / "prune_report.json", _warnings_json(warning))
     if not args.quiet:
         Console(width=120).print(report_table(report))
+    _print_warning(warning)
     print(f"pruned checkpoint {args.out} (sparsity {report.sparsity:.1%})")
     return 0
+
+
+def _warnings_json(warning: Any) -> dict[str, Any]:
+    """``{"warnings": [...]}`` for the JSON report (an empty list: accuracy survived)."""
+    return {"warnings": [] if warning is None else [warning.to_dict()]}
+
+
+def _print_warning(warning: Any) -> None:
+    if warning is not None:
+        print(f"warning: {warning.message()}")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -220,6 +235,7 @@ def _run_surgery(args: argparse.Namespace, model: Any, spec: Any, data: str, see
     from rich.console import Console
     from rich.table import Table
 
+    from slimtorch.accuracy_check import accuracy_warning, prune_suggestions
     from slimtorch.checkpoint import save_checkpoint
     from slimtorch.data import load_data, make_loaders
     from slimtorch.io import atomic_write_text
@@ -247,7 +263,11 @@ def _run_surgery(args: argparse.Namespace, model: Any, spec: Any, data: str, see
         "surgery": {"ratio": config.ratio, "importance": config.importance},
     }
     save_checkpoint(args.out, small, pruned_spec(spec, small), metrics, overwrite=args.overwrite)
+    tips = prune_suggestions(config, surgery=True)
+    after = final if final is not None else report.accuracy_pruned
+    warning = accuracy_warning("surgery", report.accuracy_before, after, splits.num_classes, tips)
     payload = {k: getattr(report, k) for k in report.__dataclass_fields__}
+    payload.update(_warnings_json(warning))
     atomic_write_text(Path(args.out) / "prune_report.json", json.dumps(payload, indent=2) + "\n")
     if not args.quiet:
         t = Table(title=f"channel surgery: {config.ratio:.0%} of channels removed per group")
@@ -263,4 +283,5 @@ def _run_surgery(args: argparse.Namespace, model: Any, spec: Any, data: str, see
         f"test accuracy {report.accuracy_before:.4f} -> {report.accuracy_pruned:.4f} "
         f"(fine-tuned {ft})"
     )
+    _print_warning(warning)
     return 0

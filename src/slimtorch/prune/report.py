@@ -106,9 +106,11 @@ def build_report(
     )
 
 
-def write_report_json(report: PruneReport, path: str | Path) -> Path:
-    """Write the report as JSON (atomically)."""
-    atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+def write_report_json(
+    report: PruneReport, path: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write the report as JSON (atomically), with ``extra`` keys (e.g. ``warnings``)."""
+    atomic_write_text(path, json.dumps({**report.to_dict(), **(extra or {})}, indent=2) + "\n")
     return Path(path)
 
 

@@ -262,6 +262,22 @@ def _sensitivity(args, model, loaders, out: Path) -> dict[str, Any]:
     return {"sensitivity": str(out / "sensitivity.json")}
 
 
+def _warnings(args, report, extra: dict[str, Any], num_classes: int) -> list[dict[str, Any]]:
+    """Accuracy warnings (``AccuracyWarning.to_dict()``) for the quantized model and, with
+    ``--integer``, the int8 integer-only model."""
+    from slimtorch.accuracy_check import accuracy_warning, quantize_suggestions
+
+    tips = quantize_suggestions(args)
+    before = report.accuracy_before
+    found = [
+        accuracy_warning(f"quantize ({args.method})", before, report.accuracy_after,
+                         num_classes, tips),
+        accuracy_warning("int8 integer-only", before, extra.get("integer_accuracy"),
+                         num_classes, tips),
+    ]  # fmt: skip
+    return [w.to_dict() for w in found if w is not None]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``slimtorch quantize``."""
     from slimtorch.checkpoint import load_checkpoint
@@ -273,13 +289,15 @@ def run(args: argparse.Namespace) -> int:
     model, spec, metrics = load_checkpoint(args.checkpoint)
     model.eval()
     data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
-    loaders = make_loaders(load_data(data, seed=seed), args.batch_size, seed)
+    splits = load_data(data, seed=seed)
+    loaders = make_loaders(splits, args.batch_size, seed)
     if args.method == "linear":
         qmodel, report, extra = _linear(args, model, loaders, out)
     else:
         qmodel, report, extra = _kmeans(args, model, loaders)
     report.accuracy_before = evaluate(model, loaders[2]).accuracy
     report.accuracy_after = evaluate(qmodel.eval(), loaders[2]).accuracy
+    report.warnings = _warnings(args, report, extra, splits.num_classes)
     report.extra.update(extra, checkpoint=str(args.checkpoint), data=data, model=spec.name)
     if args.sensitivity:
         report.extra.update(_sensitivity(args, model, loaders, out))

@@ -49,13 +49,15 @@ class LayerQuantReport:
 
 @dataclass
 class QuantReport:
-    """All quantized tensors plus model-level accuracy before and after."""
+    """All quantized tensors plus model-level accuracy before and after, and a warning for
+    each model whose accuracy the quantization destroyed (``slimtorch.accuracy_check``)."""
 
     method: str
     layers: list[LayerQuantReport] = field(default_factory=list)
     accuracy_before: float | None = None
     accuracy_after: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # AccuracyWarning.to_dict()
 
     @property
     def size_bits(self) -> int:
@@ -96,6 +98,7 @@ class QuantReport:
             value = getattr(self, key)
             if value is not None:
                 lines.append(f"accuracy {label}: {value:.4f}")
+        lines += [f"warning: {w['message']}" for w in self.warnings]
         return "\n".join(lines)
 
 

@@ -1,0 +1,248 @@
+"""Flag a compression step that destroys accuracy, and say what to change.
+
+A step is flagged when it costs more than :data:`MAX_DROP_POINTS` points of top-1 accuracy, or
+when it takes a model that was clearly above chance to near chance (at most
+:data:`NEAR_CHANCE_FACTOR` times ``1 / num_classes``). Each flag is an
+:class:`AccuracyWarning`: data for the JSON reports (``to_dict``) and one line for the tables
+(``message``), with suggestions that name the option (``--finetune-epochs 5``) or recipe field
+(``finetune_epochs = 5``) to change. ``slimtorch compress``, ``prune`` and ``quantize`` use it.
+
+Example:
+    >>> w = accuracy_warning("prune", 0.996, 0.108, num_classes=10,
+    ...                      suggestions=("more epochs",))
+    >>> print(w.message())
+    prune: test accuracy 0.9960 -> 0.1080 (-88.8 points, near chance 0.1000); try: more epochs
+    >>> accuracy_warning("prune", 0.996, 0.990, num_classes=10) is None
+    True
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_DROP_POINTS = 5.0  # a step losing more than 5 points of top-1 accuracy is flagged
+NEAR_CHANCE_FACTOR = 2.0  # at most 2x chance (1/num_classes) counts as near chance
+SUGGESTED_FINETUNE_EPOCHS = 5
+SUGGESTED_ITERATIONS = 4
+SPARSITY_STEP = 0.2  # suggest this much less sparsity (absolute)
+MAX_SUGGESTED_BITS = 8
+
+
+@dataclass(frozen=True)
+class AccuracyWarning:
+    """A step that destroyed accuracy: what it did and what to try instead.
+
+    Attributes:
+        stage: the step (``prune``, ``2 kmeans``, ...).
+        before: test accuracy before the step.
+        after: test accuracy after it.
+        num_classes: classes of the task (chance is ``1 / num_classes``), or None.
+        suggestions: what to change, naming options or recipe fields.
+    """
+
+    stage: str
+    before: float
+    after: float
+    num_classes: int | None = None
+    suggestions: tuple[str, ...] = ()
+
+    @property
+    def drop_points(self) -> float:
+        """Accuracy lost, in percentage points."""
+        return 100.0 * (self.before - self.after)
+
+    @property
+    def chance(self) -> float | None:
+        """Chance accuracy ``1 / num_classes``."""
+        return 1.0 / self.num_classes if self.num_classes else None
+
+    @property
+    def near_chance(self) -> bool:
+        """Whether the step left the model near chance."""
+        return _near_chance(self.after, self.num_classes)
+
+    def message(self) -> str:
+        """One line: the drop, near chance or not, and the suggestions."""
+        text = (
+            f"{self.stage}: test accuracy {self.before:.4f} -> {self.after:.4f} "
+            f"({-self.drop_points:+.1f} points"
+        )
+        if self.near_chance:
+            text += f", near chance {self.chance:.4f}"
+        text += ")"
+        if self.suggestions:
+            text += "; try: " + "; ".join(self.suggestions)
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (numbers, the flags, the message and the suggestions)."""
+        return {
+            "stage": self.stage,
+            "before": self.before,
+            "after": self.after,
+            "drop_points": round(self.drop_points, 2),
+            "chance": self.chance,
+            "near_chance": self.near_chance,
+            "threshold_points": MAX_DROP_POINTS,
+            "suggestions": list(self.suggestions),
+            "message": self.message(),
+        }
+
+
+def _near_chance(accuracy: float, num_classes: int | None) -> bool:
+    return bool(num_classes) and accuracy <= NEAR_CHANCE_FACTOR / num_classes  # type: ignore[operator]
+
+
+def destroyed(before: float, after: float, num_classes: int | None = None) -> bool:
+    """Whether going from ``before`` to ``after`` accuracy is flagged.
+
+    Example:
+        >>> destroyed(0.95, 0.92), destroyed(0.95, 0.80), destroyed(0.30, 0.15, num_classes=10)
+        (False, True, True)
+    """
+    if 100.0 * (before - after) > MAX_DROP_POINTS:
+        return True
+    return _near_chance(after, num_classes) and not _near_chance(before, num_classes)
+
+
+def accuracy_warning(
+    stage: str,
+    before: float | None,
+    after: float | None,
+    num_classes: int | None = None,
+    suggestions: Sequence[str] = (),
+) -> AccuracyWarning | None:
+    """An :class:`AccuracyWarning` when the step is :func:`destroyed`, else None.
+
+    Args:
+        stage: the step's name.
+        before: accuracy before (None: nothing to compare, no warning).
+        after: accuracy after (None: no warning).
+        num_classes: classes of the task, for the near-chance test.
+        suggestions: what to change.
+    """
+    if before is None or after is None or not destroyed(before, after, num_classes):
+        return None
+    return AccuracyWarning(stage, before, after, num_classes, tuple(suggestions))
+
+
+# --- suggestions for the CLI verbs --------------------------------------------------------------
+def prune_suggestions(config: Any, sensitivity: bool = False, surgery: bool = False) -> list[str]:
+    """What to change in ``slimtorch prune`` (a ``PruneConfig`` or ``SurgeryConfig``)."""
+    tips = []
+    if getattr(config, "finetune_epochs", 0) == 0:
+        tips.append(
+            f"fine-tune with the masks kept (--finetune-epochs {SUGGESTED_FINETUNE_EPOCHS})"
+        )
+    if not surgery and getattr(config, "schedule", "") == "oneshot":
+        tips.append(
+            f"prune in steps (--schedule iterative --iterations {SUGGESTED_ITERATIONS} "
+            "with fine-tuning, or --schedule gradual)"
+        )
+    amount = getattr(config, "ratio", None) if surgery else getattr(config, "sparsity", None)
+    if amount:
+        lower = max(0.0, round(amount - SPARSITY_STEP, 2))
+        tips.append(f"a lower --sparsity (now {amount:g}; try {lower:g})")
+    if not surgery and not sensitivity:
+        tips.append("--sensitivity: per-layer ratios that spare the sensitive layers")
+    return tips
+
+
+def quantize_suggestions(args: Any) -> list[str]:
+    """What to change in ``slimtorch quantize`` (its parsed options)."""
+    tips = []
+    if args.bits < MAX_SUGGESTED_BITS:
+        tips.append(f"more bits (--bits {min(MAX_SUGGESTED_BITS, args.bits + 2)})")
+    if args.method == "kmeans":
+        if not args.finetune_epochs:
+            tips.append("fine-tune the centroids (--finetune-epochs 3)")
+        if not args.recalibrate_bn:
+            tips.append("--recalibrate-bn")
+        return tips
+    if args.granularity == "tensor":
+        tips.append("--granularity channel")
+    if not args.qat:
+        tips.append("quantization-aware training (--qat)")
+    if args.activation_bits and args.calibrate == "minmax":
+        tips.append("--calibrate percentile (or mse) for the activations")
+    if not args.exclude:
+        tips.append("keep the first and last layers in float (--exclude NAME)")
+    return tips
+
+
+# --- suggestions for recipe stages (slimtorch compress) -----------------------------------------
+def stage_suggestions(kind: str, config: Any, later: Sequence[str] = ()) -> list[str]:
+    """What to change in a recipe stage of ``kind`` (``later``: the kinds after it)."""
+    if kind == "prune":
+        return _prune_stage_tips(config, later)
+    if kind in ("kmeans", "linear", "bias_kmeans"):
+        bits = getattr(config, "bits", MAX_SUGGESTED_BITS)
+        tips = [f"more bits (bits = {min(MAX_SUGGESTED_BITS, bits + 2)})"] if bits < 8 else []
+        if kind == "kmeans" and "finetune_centroids" not in later:
+            tips.append("a finetune_centroids stage after it")
+        if kind == "linear" and getattr(config, "granularity", "") == "tensor":
+            tips.append('granularity = "channel"')
+        return tips
+    if kind in ("finetune", "finetune_centroids"):
+        return [f"a lower lr (now {config.lr:g})", "distill = true"]
+    if kind == "encode" and getattr(config, "codebook_dtype", "") != "float32":
+        return ['codebook_dtype = "float32"']
+    return []
+
+
+def _prune_stage_tips(config: Any, later: Sequence[str]) -> list[str]:
+    tips = []
+    if config.finetune_epochs == 0 and "finetune" not in later:
+        tips.append(
+            f"fine-tune after pruning (finetune_epochs = {SUGGESTED_FINETUNE_EPOCHS}, "
+            "or a finetune stage after it)"
+        )
+    if config.schedule == "oneshot":
+        tips.append(
+            f'prune in steps (schedule = "iterative", iterations = {SUGGESTED_ITERATIONS}, '
+            "with finetune_epochs)"
+        )
+    if config.sparsity:
+        tips.append(f"a lower sparsity (now {config.sparsity:g})")
+    if config.layers:
+        tips.append("lower per-layer sparsities in layers, sparing the first and last layers")
+    return tips
+
+
+def pipeline_warnings(
+    records: Sequence[Any], stages: Sequence[Any], num_classes: int | None = None
+) -> list[AccuracyWarning]:
+    """Warnings for the stages of a compression run that destroyed accuracy.
+
+    A stage is flagged when it is :func:`destroyed` relative to the record before it, unless a
+    later stage won the accuracy back (the final accuracy is not destroyed relative to the
+    baseline): a one-shot prune followed by fine-tuning is how Deep Compression works. When
+    no single stage is flagged but the run as a whole is, one warning names the whole run.
+
+    Args:
+        records: ``StageRecord`` objects, the baseline first (``index`` -1), then one per stage.
+        stages: the recipe's stages (``kind`` and ``config``), in order.
+        num_classes: classes of the task.
+
+    Returns:
+        The warnings, in stage order.
+    """
+    base, final = records[0].test_accuracy, records[-1].test_accuracy
+    if not destroyed(base, final, num_classes):
+        return []
+    kinds = [s.kind for s in stages]
+    out = []
+    for prev, rec in itertools.pairwise(records):
+        stage = stages[rec.index]
+        tips = stage_suggestions(stage.kind, stage.config, kinds[rec.index + 1 :])
+        label = f"{rec.index} {rec.stage}"
+        w = accuracy_warning(label, prev.test_accuracy, rec.test_accuracy, num_classes, tips)
+        if w is not None:
+            out.append(w)
+    if not out:
+        tips = ["fewer or gentler stages", "longer fine-tuning (epochs)"]
+        out.append(AccuracyWarning("all stages", base, final, num_classes, tuple(tips)))
+    return out
