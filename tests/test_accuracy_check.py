@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from slimtorch.accuracy_check import (
+    CHANCE_FALL_RATIO,
     MAX_DROP_POINTS,
     NEAR_CHANCE_FACTOR,
     accuracy_warning,
@@ -31,9 +32,9 @@ def test_threshold_is_a_drop_in_points_or_a_fall_to_near_chance():
     step = MAX_DROP_POINTS / 100
     assert not destroyed(0.90, 0.90 - step + 1e-9)
     assert destroyed(0.90, 0.90 - step - 1e-6)
-    chance_edge = NEAR_CHANCE_FACTOR / 10
-    assert destroyed(chance_edge + 0.03, chance_edge, num_classes=10)  # 3 points, but to chance
-    assert not destroyed(chance_edge, chance_edge - 0.01, num_classes=10)  # was there already
+    edge = NEAR_CHANCE_FACTOR / 100  # near chance among 100 classes
+    assert destroyed(edge / CHANCE_FALL_RATIO + 0.01, edge, num_classes=100)  # 3 points, to chance
+    assert not destroyed(edge + 0.01, edge, num_classes=100)  # 1 point, a third lost
     assert not destroyed(0.5, 0.9)
 
 
