@@ -237,18 +237,21 @@ def check_writable(path: str | os.PathLike[str], option: str) -> None:
         os.unlink(tmp)
 
 
-def read_text_file(path: str | os.PathLike[str], label: str) -> str:
+def read_text_file(
+    path: str | os.PathLike[str], label: str, error: type[SlimtorchError] = DataError
+) -> str:
     """A user's UTF-8 text file, or one line saying why it cannot be read.
 
     Args:
         path: the file.
         label: how the message names it, e.g. ``"--recipe r.toml"``.
+        error: the error class to raise (a configuration file may prefer ConfigError).
 
     Returns:
         The file's text.
 
     Raises:
-        DataError: the file is missing, unreadable, a folder, or not UTF-8.
+        DataError: (or ``error``) the file is missing, unreadable, a folder, or not UTF-8.
 
     Example:
         >>> import tempfile, pathlib
@@ -262,6 +265,6 @@ def read_text_file(path: str | os.PathLike[str], label: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise error(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise DataError(f"{label}: cannot read ({exc.strerror or exc})") from None
+        raise error(f"{label}: cannot read ({exc.strerror or exc})") from None

@@ -426,8 +426,8 @@ def load_recipe(source: str | Path = DEFAULT_RECIPE) -> Recipe:
         The validated :class:`Recipe`.
 
     Raises:
-        ConfigError: no such file or recipe, or an invalid one.
-        DataError: the file cannot be read or is not UTF-8.
+        ConfigError: no such file or recipe, an unreadable or non-UTF-8 file, or an invalid
+            recipe.
 
     Example:
         >>> load_recipe("lenet300-paper").stages[0].kind
@@ -435,7 +435,8 @@ def load_recipe(source: str | Path = DEFAULT_RECIPE) -> Recipe:
     """
     path = Path(source)
     if path.suffix == ".toml" or path.exists():
-        return parse_recipe(read_text_file(path, f"--recipe {path}"), str(path))
+        text = read_text_file(path, f"--recipe {path}", ConfigError)
+        return parse_recipe(text, str(path))
     names = shipped_recipes()
     if str(source) not in names:
         raise ConfigError(f"--recipe {source}: no such file or shipped recipe ({', '.join(names)})")

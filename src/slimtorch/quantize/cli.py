@@ -286,6 +286,8 @@ def run(args: argparse.Namespace) -> int:
     from slimtorch.train import evaluate
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; expected a folder")
     model, spec, metrics = load_checkpoint(args.checkpoint)
     model.eval()
     data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
