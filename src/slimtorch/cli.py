@@ -386,8 +386,12 @@ def check_outputs(args: argparse.Namespace) -> None:
 
     for dest in OUTPUT_OPTIONS:
         value = getattr(args, dest, None)
-        if isinstance(value, (str, Path)) and str(value):
-            check_writable(value, "--" + dest.replace("_", "-"))
+        if not isinstance(value, (str, Path)) or not str(value):
+            continue
+        option = "--" + dest.replace("_", "-")
+        if dest != "out" and Path(value).is_dir():  # only --out may name a folder
+            raise ConfigError(f"{option} {value}: is a folder; expected a file to write")
+        check_writable(value, option)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
