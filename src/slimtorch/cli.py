@@ -219,7 +219,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="accuracy of a checkpoint on a data set split",
         description="Evaluate a checkpoint's loss and top-1 accuracy.",
     )
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder or its model.json")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        help="checkpoint folder or its model.json, or another artefact: an int8.safetensors "
+        "(or the quantize --out folder holding it) or a .slim file",
+    )
     p.add_argument(
         "--data",
         default=None,
@@ -271,6 +276,7 @@ def _shape_kwargs(model: str, sample_shape: tuple[int, ...], data: str) -> dict[
 def _cmd_train(args: argparse.Namespace) -> int:
     from slimtorch.checkpoint import save_checkpoint
     from slimtorch.data import load_data, make_loaders
+    from slimtorch.data.record import data_record
     from slimtorch.models import ModelSpec, build_model
     from slimtorch.train import FitConfig, evaluate, fit
 
@@ -296,8 +302,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     report = fit(model, train_loader, val_loader, config, progress=not args.quiet)
     test = evaluate(model, test_loader)
     metrics = {
-        "data": args.data,
-        "seed": args.seed,
+        **data_record(args.data, args.seed, splits),  # data, seed, input_shape, num_classes
         "epochs": args.epochs,
         "best_val_accuracy": report.best_val_accuracy,
         "test_accuracy": test.accuracy,
@@ -343,29 +348,49 @@ def torch_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def _load_scored(path: Path) -> tuple[object, str, dict, dict]:
+    """``(model, name, metrics, spec kwargs)`` of a checkpoint, or of another artefact a bench
+    adapter loads (an ``int8.safetensors`` or its folder, a ``.slim`` file) with the data
+    record it carries as its metrics."""
     from slimtorch.checkpoint import load_checkpoint
+
+    if not path.exists() or path.suffix == ".json" or (path / "model.json").exists():
+        model, spec, metrics = load_checkpoint(path)
+        return model, spec.name, metrics, spec.kwargs
+    import slimtorch.bench  # noqa: F401  (registers the int8 and .slim adapters)
+    from slimtorch.bench.sut import load_target, recorded_data
+
+    target = load_target(str(path))
+    if target.kind != "classifier" or target.model is None:
+        raise ConfigError(f"{path}: not a classifier; evaluate scores classifiers")
+    record = recorded_data(str(path))
+    return target.model, target.label, record.to_dict() if record else {}, {}
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
     from slimtorch.data import load_data, make_loaders, recorded_split
+    from slimtorch.data.record import check_given_data
     from slimtorch.io import atomic_write_text
     from slimtorch.train import evaluate
 
-    model, spec, metrics = load_checkpoint(args.checkpoint)
+    model, name, metrics, spec_kwargs = _load_scored(args.checkpoint)
     data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
     splits = load_data(data, seed=seed)
+    check_given_data(args.data, splits, metrics, spec_kwargs, str(args.checkpoint))
     _check_model_takes_data(model, splits, data)
     loaders = dict(
         zip(("train", "val", "test"), make_loaders(splits, args.batch_size, seed), strict=True)
     )
     result = evaluate(model, loaders[args.split])
     print(
-        f"{spec.name} on {splits.name} [{args.split}]: accuracy {result.accuracy:.4f}, "
+        f"{name} on {splits.name} [{args.split}]: accuracy {result.accuracy:.4f}, "
         f"loss {result.loss:.4f} (n={result.n})"
     )
     if args.json:
         import json
 
         payload = {
-            "model": spec.name,
+            "model": name,
             "data": splits.name,
             "split": args.split,
             "accuracy": result.accuracy,

@@ -80,6 +80,7 @@ def _baseline(recipe: Any, out: Path, retrain: bool, progress: bool) -> tuple[An
     """(model, spec, splits): a checkpoint given as --model, the cache, or a fresh training."""
     from slimtorch.checkpoint import load_checkpoint, save_checkpoint
     from slimtorch.data import load_data
+    from slimtorch.data.record import data_record
     from slimtorch.errors import SlimtorchError
     from slimtorch.models import build_model, make_spec
     from slimtorch.train import FitConfig, fit
@@ -121,10 +122,27 @@ def _baseline(recipe: Any, out: Path, retrain: bool, progress: bool) -> tuple[An
         FitConfig(epochs=m.epochs, lr=m.lr, scheduler="cosine", seed=m.seed),
         progress=progress,
     )
-    save_checkpoint(
-        cache, model, spec, {"compress_key": key, "data": m.data, "seed": m.seed}, overwrite=True
-    )
+    record = data_record(m.data, m.seed, splits)
+    save_checkpoint(cache, model, spec, {"compress_key": key, **record}, overwrite=True)
     return model, spec, splits
+
+
+def _checkpoint_data(rec: Any, data: str | None, seed: int | None) -> Any:
+    """The recipe with a ``--model`` checkpoint's recorded data and seed (what it was trained
+    and split on) unless the caller gave them; given data must fit the checkpoint."""
+    from slimtorch.checkpoint import load_checkpoint
+    from slimtorch.data import load_data, recorded_split
+    from slimtorch.data.record import check_given_data
+    from slimtorch.resolve import is_zoo_name
+
+    name = rec.model.name
+    if is_zoo_name(name) or not (Path(name).is_dir() or name.endswith(".json")):
+        return rec
+    _model, spec, metrics = load_checkpoint(name)
+    data, seed = recorded_split(metrics, name, data, seed)
+    if data != metrics.get("data"):
+        check_given_data(data, load_data(data, seed=seed), metrics, spec.kwargs, name)
+    return replace(rec, model=replace(rec.model, data=data, seed=seed))
 
 
 def _loaders(splits: Any, recipe: Any) -> tuple[Any, Any, Any]:
@@ -166,7 +184,7 @@ def compress(
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     overrides = {"name": model, "data": data, "epochs": epochs, "seed": seed}
     section = replace(rec.model, **{k: v for k, v in overrides.items() if v is not None})
-    rec = replace(rec, model=section)
+    rec = _checkpoint_data(replace(rec, model=section), data, seed)
     out = Path(out)
     base, spec, splits = _baseline(rec, out, retrain, progress)
     return _run(rec, base, spec, splits, out, stage_epochs, progress, threads)
@@ -177,11 +195,13 @@ def _run(rec, base, spec, splits, out, stage_epochs, progress, threads=None) -> 
     from slimtorch.accuracy_check import pipeline_warnings
     from slimtorch.checkpoint import save_checkpoint
     from slimtorch.compress_report import write_report
+    from slimtorch.data.record import data_record
     from slimtorch.encode import load_compressed
     from slimtorch.pipeline import run_pipeline
     from slimtorch.train import evaluate
 
     loaders = _loaders(splits, rec)
+    recorded = data_record(rec.model.data, rec.model.seed, splits)
 
     def show(record: Any) -> None:
         if progress:
@@ -200,6 +220,7 @@ def _run(rec, base, spec, splits, out, stage_epochs, progress, threads=None) -> 
         max_stage_epochs=stage_epochs,
         on_stage=show,
         threads=threads,
+        file_metadata=recorded,  # the .slim file remembers its data
     )
     summary: dict[str, Any] = {
         "model": rec.model.name,
@@ -223,12 +244,7 @@ def _run(rec, base, spec, splits, out, stage_epochs, progress, threads=None) -> 
                 out / "decoded",
                 decoded,
                 dspec,
-                {
-                    "decoded_from": str(result.file.path),
-                    "test_accuracy": acc,
-                    "data": rec.model.data,
-                    "seed": rec.model.seed,
-                },
+                {"decoded_from": str(result.file.path), "test_accuracy": acc, **recorded},
                 overwrite=True,
             ),
         ]

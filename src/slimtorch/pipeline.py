@@ -98,6 +98,7 @@ class PipelineState:
     teacher: nn.Module | None = None
     file: CompressedSummary | None = None
     histogram: dict[str, Tensor] = field(default_factory=dict)
+    file_metadata: dict[str, Any] = field(default_factory=dict)  # extra keys for the file
 
 
 @dataclass(frozen=True)
@@ -381,7 +382,7 @@ def _run_encode(state, cfg, recipe, loaders, progress, out_file: Path | None = N
                 t.copy_(_plus_zero(t.to(narrow).to(t.dtype)))
     if out_file is None:
         raise ConfigError("the recipe has an encode stage: give an output file")
-    meta = {"recipe": recipe.name}
+    meta = {"recipe": recipe.name, **state.file_metadata}
     state.file = save_compressed(
         out_file,
         dense,
@@ -428,6 +429,7 @@ def run_pipeline(
     max_stage_epochs: int | None = None,
     on_stage: Callable[[StageRecord], None] | None = None,
     threads: int | None = None,
+    file_metadata: dict[str, Any] | None = None,
 ) -> PipelineResult:
     """Run every stage of ``recipe`` on ``model`` (changed in place) and measure each.
 
@@ -442,6 +444,9 @@ def run_pipeline(
         on_stage: called with each record as soon as it is measured.
         threads: torch threads for the latency figures (None: the current setting); each
             record holds it with the figure's noise verdict.
+        file_metadata: more metadata for the compressed file, e.g. the data the model was
+            trained and measured on (``slimtorch.data.record.data_record``), which commands
+            reading the file then use.
 
     Returns:
         A :class:`PipelineResult`; ``result.model`` is the final model as an ordinary dense
@@ -451,6 +456,7 @@ def run_pipeline(
     from slimtorch.distill.distill import snapshot_teacher
 
     state = PipelineState(model, spec, teacher=snapshot_teacher(model))
+    state.file_metadata = dict(file_metadata or {})
     records = [measure(state, -1, "original", loaders, original, 0.0, threads)]
     _emit(on_stage, records[-1])
     for i, stage in enumerate(recipe.stages):

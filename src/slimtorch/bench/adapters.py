@@ -42,7 +42,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimtorch.bench.sut import BenchTarget, LoadOptions, SUTAdapter, module_sut
+from slimtorch.bench.sut import (
+    BenchTarget,
+    LoadOptions,
+    SUTAdapter,
+    checkpoint_record,
+    module_sut,
+)
+from slimtorch.data.record import DataRecord, artefact_record
 from slimtorch.errors import ConfigError, ModelError
 
 INTEGER_FORMAT = "slimtorch-integer-model"  # slimtorch.quantize.intformat.FORMAT_NAME
@@ -291,14 +298,51 @@ def _load_llm(source: str, _options: LoadOptions) -> BenchTarget:
     )
 
 
+# --- the data each source was made with ------------------------------------------------------
+def _recorded_in_checkpoint(pattern: re.Pattern[str]) -> Any:
+    """``recorded`` for ``PREFIX:CKPT`` sources: the checkpoint's record."""
+
+    def recorded(source: str) -> DataRecord | None:
+        m = pattern.fullmatch(source)
+        return None if m is None else checkpoint_record(m["path"])
+
+    return recorded
+
+
+def _recorded_integer(source: str) -> DataRecord | None:
+    from slimtorch.quantize.intformat import integer_model_info
+
+    m = _INT8.fullmatch(source)
+    path = _integer_path(m["path"] if m else source)
+    if path is None:
+        return None
+    info = integer_model_info(path)
+    record = DataRecord.from_dict(info.get("data"), str(path))
+    if record is None or record.input_shape is not None:
+        return record  # the shape below is the model's own, recorded beside its data
+    return DataRecord(record.data, record.seed, tuple(info["input_shape"]), record.num_classes)
+
+
+def _recorded_slim(source: str) -> DataRecord | None:
+    from slimtorch.encode import load_compressed
+
+    if not Path(source).is_file():
+        return None
+    _model, spec, metadata = load_compressed(source)
+    return artefact_record(metadata, spec.kwargs, source)
+
+
 ADAPTERS = (
-    SUTAdapter("sparse", lambda s: _SPARSE.fullmatch(s) is not None, _load_sparse),
-    SUTAdapter("int8", _match_integer, _load_integer),
-    SUTAdapter("kmeans", lambda s: _KMEANS.fullmatch(s) is not None, _load_kmeans),
-    SUTAdapter("ptq", lambda s: _PTQ.fullmatch(s) is not None, _load_ptq),
-    SUTAdapter("slim", _match_slim, _load_slim),
+    SUTAdapter("sparse", lambda s: _SPARSE.fullmatch(s) is not None, _load_sparse,
+               _recorded_in_checkpoint(_SPARSE)),
+    SUTAdapter("int8", _match_integer, _load_integer, _recorded_integer),
+    SUTAdapter("kmeans", lambda s: _KMEANS.fullmatch(s) is not None, _load_kmeans,
+               _recorded_in_checkpoint(_KMEANS)),
+    SUTAdapter("ptq", lambda s: _PTQ.fullmatch(s) is not None, _load_ptq,
+               _recorded_in_checkpoint(_PTQ)),
+    SUTAdapter("slim", _match_slim, _load_slim, _recorded_slim),
     SUTAdapter("llm", _match_llm, _load_llm),
-)
+)  # fmt: skip
 
 
 def register_all() -> None:

@@ -7,6 +7,7 @@ Builds the same ``TestSettings`` and ``DivisionConfig`` the Python API
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from slimtorch.errors import ConfigError
@@ -71,7 +72,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=64, help="offline: samples per model call (default 64)"
     )
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up queries (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="sample order, arrivals, split (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="sample order, arrivals, split (default: the seed the models' artefacts record, "
+        "else 0)",
+    )
     add_threads_option(p, "the runs (and the native LLM decode engine)")
 
 
@@ -134,9 +141,10 @@ def _accuracy_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--data",
-        default="digits",
-        help="evaluation data: digits, digits:32, a .npz, a folder or idx:IMAGES,LABELS "
-        "(default digits; split with --seed)",
+        default=None,
+        help="evaluation data: digits, digits:32, a .npz, a folder or idx:IMAGES,LABELS, split "
+        "with --seed (default: the data the models were made with, as their checkpoint, int8 "
+        "or .slim file records it; else digits)",
     )
     p.add_argument(
         "--split",
@@ -176,7 +184,7 @@ def settings_from_args(args: argparse.Namespace) -> object:
         offline_batch_size=args.batch_size,
         peak_rel_tol=args.peak_tolerance,
         warmup_queries=args.warmup,
-        seed=args.seed,
+        seed=args.seed or 0,
     )
 
 
@@ -189,7 +197,7 @@ def _division(args: argparse.Namespace) -> object:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from slimtorch.bench.harness import benchmark, load_eval_data, load_targets
+    from slimtorch.bench.harness import benchmark, eval_data_for, load_targets
     from slimtorch.bench.report import compare_markdown, compare_table, format_summary
     from slimtorch.bench.sut import LoadOptions
 
@@ -197,7 +205,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     division = _division(args)
     threads = threads_from_args(args)
     kwargs = {k: v for k, v in (("norm", args.norm), ("act", args.act)) if v is not None}
-    ev = load_eval_data(args.data, args.split, args.seed)
+    ev = eval_data_for(args.models, args.data, args.split, args.seed, args.baseline)
+    if args.seed is None:  # the split's seed (recorded) also orders the samples
+        settings = replace(settings, seed=ev.seed)
     options = LoadOptions(tuple(ev.x.shape[1:]), ev.num_classes, kwargs)
     targets = load_targets(args.models, options)
     if all(t.kind == "generator" for t in targets):
@@ -218,22 +228,38 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from slimtorch.bench.report import records_hint
 
         console = Console(width=120)
+        d = _data_info(ev, args.split)
+        console.print(
+            f"data: {d['data']} [{d['split']}, seed {d['seed']}], {d['samples']} samples of "
+            f"{'x'.join(map(str, d['input_shape']))}",
+            markup=False,
+            highlight=False,
+        )
         for r in records:
             console.print(format_summary(r), markup=False, highlight=False)
         console.print(compare_table(records, args.baseline))
         hint = records_hint(records)
         if hint:
             console.print(f"hint: {hint}", markup=False, highlight=False)
-    _write_outputs(args, records, compare_markdown)
+    _write_outputs(args, records, compare_markdown, _data_info(ev, args.split))
     return 0
 
 
-def _write_outputs(args: argparse.Namespace, records: list, compare_markdown: object) -> None:
+def _data_info(ev: object, split: str) -> dict:
+    """What the classifiers were scored on, for the JSON and the printed line."""
+    shape = list(ev.x.shape[1:])
+    return {"data": ev.name, "split": split, "seed": ev.seed, "input_shape": shape,
+            "num_classes": ev.num_classes, "samples": int(ev.x.shape[0])}  # fmt: skip
+
+
+def _write_outputs(
+    args: argparse.Namespace, records: list, compare_markdown: object, data: dict | None = None
+) -> None:
     from slimtorch.bench.report import plot_latency_cdf, write_json, write_summary
     from slimtorch.io import atomic_write_text
 
     if args.json:
-        write_json(records, args.json, args.baseline)
+        write_json(records, args.json, args.baseline, data)
     if args.summary:
         write_summary(records, args.summary)
     if args.plot:
@@ -257,7 +283,7 @@ def _bench_generators(args: argparse.Namespace, targets: list) -> int:
         min_query_count=args.min_queries or LLMSettings.min_query_count,
         min_duration_s=args.min_duration or 0.0,
         server_target_qps=args.target_qps,
-        seed=args.seed,
+        seed=args.seed or 0,
     )
     results = benchmark_llm(
         targets, settings, progress=not args.quiet, threads=threads_from_args(args)

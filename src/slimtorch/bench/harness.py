@@ -27,11 +27,12 @@ from slimtorch.bench.report import BenchRecord
 from slimtorch.bench.results import with_noise
 from slimtorch.bench.samples import TensorSamples
 from slimtorch.bench.settings import TestSettings
-from slimtorch.bench.sut import BenchTarget, LoadOptions, load_target
-from slimtorch.errors import ConfigError
+from slimtorch.bench.sut import BenchTarget, LoadOptions, load_target, recorded_data
+from slimtorch.errors import ConfigError, DataError
 from slimtorch.profile.noise import NoiseWatch, torch_threads
 
 SPLITS = ("train", "val", "test")
+DEFAULT_DATA = "digits"  # when neither the user nor any artefact names data
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class EvalData:
     y: torch.Tensor
     name: str
     num_classes: int
+    seed: int = 0  # the split's seed
 
 
 def load_eval_data(data: str = "digits", split: str = "test", seed: int = 0) -> EvalData:
@@ -64,7 +66,54 @@ def load_eval_data(data: str = "digits", split: str = "test", seed: int = 0) -> 
     if len(ds) == 0:
         raise ConfigError(f"--data {data}: the {split} split is empty")
     xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
-    return EvalData(torch.stack(xs), torch.stack(ys), splits.name, splits.num_classes)
+    return EvalData(torch.stack(xs), torch.stack(ys), splits.name, splits.num_classes, seed)
+
+
+def eval_data_for(
+    sources: Sequence[str | BenchTarget],
+    data: str | None = None,
+    split: str = "test",
+    seed: int | None = None,
+    baseline: int = 0,
+) -> EvalData:
+    """The evaluation data for ``sources``: ``data`` split with ``seed`` when given, else the
+    data and seed their artefacts record (the baseline's first; ``digits`` and 0 when none
+    records any), so a model trained on ``digits:16`` is benchmarked on 16x16 samples.
+
+    Args:
+        sources: what ``benchmark`` takes.
+        data: the user's data source, or None.
+        split: which split.
+        seed: the user's split seed, or None.
+        baseline: index of the baseline among ``sources``.
+
+    Returns:
+        The ``EvalData``.
+
+    Raises:
+        DataError: (one line) given data whose samples do not fit an artefact, or, with no
+            data given, artefacts made on samples of different shapes.
+    """
+    from slimtorch.data.record import check_data_fits
+
+    named = [str(s) for s in sources if not isinstance(s, BenchTarget)]
+    first = [str(sources[baseline])] if 0 <= baseline < len(sources) else []
+    records = [(s, r) for s in dict.fromkeys(first + named) if (r := recorded_data(s))]
+    chosen = records[0][1] if records else None
+    source = data or (chosen.data if chosen else DEFAULT_DATA)
+    if seed is None:
+        seed = chosen.seed if chosen is not None else 0
+    ev = load_eval_data(source, split, seed)
+    shape = tuple(ev.x.shape[1:])
+    for name, record in records:
+        if data is not None:
+            check_data_fits(record, data, shape, name)
+        elif record.input_shape is not None and tuple(record.input_shape) != shape:
+            raise DataError(
+                f"{name} was made on {record.describe()} but {records[0][0]} on "
+                f"{chosen.describe()}: benchmark them separately, or give --data"
+            )
+    return ev
 
 
 def _judge(records: list[BenchRecord], division: DivisionConfig, baseline: int) -> list:
@@ -86,7 +135,7 @@ def benchmark(
     sources: Sequence[str | BenchTarget],
     settings: TestSettings,
     *,
-    data: str | EvalData = "digits",
+    data: str | EvalData | None = None,
     split: str = "test",
     accuracy: bool = False,
     division: DivisionConfig | None = None,
@@ -104,7 +153,8 @@ def benchmark(
             adapters understand, or already loaded ``BenchTarget`` objects).
         settings: the scenario and its settings.
         data: data source or already loaded ``EvalData``; performance and accuracy runs use
-            its ``split``.
+            its ``split`` (seeded with ``settings.seed``). None: the data and seed the
+            sources' artefacts record (:func:`eval_data_for`).
         split: which split.
         accuracy: also run accuracy mode (implied by ``division``).
         division: judge each model against ``sources[baseline]`` (closed: PASS/FAIL).
@@ -123,7 +173,12 @@ def benchmark(
         raise ConfigError("bench: give at least one model")
     if not 0 <= baseline < len(sources):
         raise ConfigError(f"--baseline: expected 0..{len(sources) - 1}, got {baseline}")
-    ev = data if isinstance(data, EvalData) else load_eval_data(data, split, settings.seed)
+    if isinstance(data, EvalData):
+        ev = data
+    elif data is None:
+        ev = eval_data_for(sources, None, split, None, baseline)
+    else:
+        ev = load_eval_data(data, split, settings.seed)
     options = LoadOptions(tuple(ev.x.shape[1:]), ev.num_classes, dict(model_kwargs or {}))
     targets = load_targets(sources, options)
     _check_classifiers(targets)

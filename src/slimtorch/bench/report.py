@@ -205,10 +205,14 @@ def records_hint(records: Sequence[BenchRecord]) -> str | None:
     return noise_hint([rec.result.noise for rec in records])
 
 
-def to_json(records: Sequence[BenchRecord], baseline: int = 0) -> str:
-    """All records with their speedups over ``records[baseline]``, as JSON text."""
+def to_json(
+    records: Sequence[BenchRecord], baseline: int = 0, data: dict[str, Any] | None = None
+) -> str:
+    """All records with their speedups over ``records[baseline]``, as JSON text (``data``:
+    the evaluation data, when given)."""
     ups = speedups(records, baseline)
     payload = {
+        **({"data": data} if data is not None else {}),
         "baseline": records[baseline].label,
         "records": [
             {**record_to_dict(rec), "speedup": up} for rec, up in zip(records, ups, strict=True)
@@ -303,9 +307,14 @@ def compare_markdown(records: Sequence[BenchRecord], baseline: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_json(records: Sequence[BenchRecord], path: str | Path, baseline: int = 0) -> Path:
+def write_json(
+    records: Sequence[BenchRecord],
+    path: str | Path,
+    baseline: int = 0,
+    data: dict[str, Any] | None = None,
+) -> Path:
     """Write :func:`to_json` atomically."""
-    return atomic_write_text(path, to_json(records, baseline))
+    return atomic_write_text(path, to_json(records, baseline, data))
 
 
 def write_summary(records: Sequence[BenchRecord], path: str | Path) -> Path:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimtorch.data.record import DataRecord, artefact_record
 from slimtorch.errors import ConfigError
 
 KINDS = ("classifier", "generator")
@@ -73,11 +74,16 @@ class BenchTarget:
 
 @dataclass(frozen=True)
 class SUTAdapter:
-    """How to recognize and load one kind of source."""
+    """How to recognize and load one kind of source, and read the data it was made with.
+
+    ``recorded(source)`` returns the :class:`~slimtorch.data.record.DataRecord` the source
+    carries (None: it records none, e.g. a zoo name); ``bench`` uses it when given no data.
+    """
 
     name: str
     matches: Callable[[str], bool]
     load: Callable[[str, LoadOptions], BenchTarget]
+    recorded: Callable[[str], DataRecord | None] = lambda _source: None
 
 
 def module_sut(model: nn.Module) -> Callable[[Any], Any]:
@@ -127,7 +133,23 @@ def _load_model(source: str, options: LoadOptions) -> BenchTarget:
                        resolved.model, info=info)  # fmt: skip
 
 
-MODEL_ADAPTER = SUTAdapter("model", lambda _source: True, _load_model)
+def checkpoint_record(path: str) -> DataRecord | None:
+    """The data a checkpoint folder (or its ``model.json``) records, its header validated."""
+    from slimtorch.checkpoint import load_checkpoint
+
+    _model, spec, metrics = load_checkpoint(path)
+    return artefact_record(metrics, spec.kwargs, path)
+
+
+def _recorded_model(source: str) -> DataRecord | None:
+    from slimtorch.resolve import is_zoo_name
+
+    if is_zoo_name(source) or not Path(source).exists():
+        return None  # a zoo name or a factory: built for the data, records none
+    return checkpoint_record(source)
+
+
+MODEL_ADAPTER = SUTAdapter("model", lambda _source: True, _load_model, _recorded_model)
 _ADAPTERS: list[SUTAdapter] = []
 
 
@@ -174,3 +196,17 @@ def load_target(source: str | Path, options: LoadOptions | None = None) -> Bench
         if adapter.matches(text):
             return adapter.load(text, options)
     raise ConfigError(f"{text}: no benchmark adapter understands this source")  # unreachable
+
+
+def recorded_data(source: str | Path) -> DataRecord | None:
+    """The data ``source`` was made with, as its adapter reads it (None: it records none).
+
+    Example:
+        >>> recorded_data("lenet5") is None
+        True
+    """
+    text = str(source)
+    for adapter in sut_adapters():
+        if adapter.matches(text):
+            return adapter.recorded(text)
+    return None  # unreachable: the model adapter matches everything

@@ -61,7 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", default="adam", help="adam, adamw or sgd (default adam)")
     p.add_argument("--scheduler", default="cosine", help="none or cosine (default cosine)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed for split, init, order (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for split, init, order (default: the teacher's, so its test split stays "
+        "held out)",
+    )
     p.add_argument("--temperature", type=float, default=4.0, help="softmax T (default 4)")
     p.add_argument(
         "--alpha", type=float, default=0.9, help="soft-target weight; 0 = no KD (default 0.9)"
@@ -83,12 +89,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_distill)
 
 
-def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
+def _configs(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     from slimtorch.distill.distill import DistillConfig
     from slimtorch.train import FitConfig
 
     fit_config = FitConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-                           scheduler=args.scheduler, seed=args.seed)  # fmt: skip
+                           scheduler=args.scheduler, seed=seed)  # fmt: skip
     config = DistillConfig(
         temperature=args.temperature,
         alpha=args.alpha,
@@ -105,27 +111,29 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
     from slimtorch.checkpoint import load_checkpoint, save_checkpoint
     from slimtorch.data import load_data, make_loaders, recorded_split
+    from slimtorch.data.record import check_given_data, data_record
     from slimtorch.distill.distill import distill
     from slimtorch.models import ModelSpec, build_model
     from slimtorch.train import evaluate
 
-    fit_config, config = _configs(args)
-    teacher, _, teacher_metrics = load_checkpoint(args.teacher)
-    data, _ = recorded_split(teacher_metrics, str(args.teacher), args.data, args.seed)
-    splits = load_data(data, seed=args.seed)
+    teacher, teacher_spec, teacher_metrics = load_checkpoint(args.teacher)
+    data, seed = recorded_split(teacher_metrics, str(args.teacher), args.data, args.seed)
+    fit_config, config = _configs(args, seed)
+    splits = load_data(data, seed=seed)
+    check_given_data(args.data, splits, teacher_metrics, teacher_spec.kwargs, str(args.teacher))
     kwargs = {"num_classes": splits.num_classes}
     if len(splits.input_shape) == 3 and ":" not in args.student:
         kwargs.update(in_channels=splits.input_shape[0], image_size=splits.input_shape[1])
     kwargs.update(dict(args.student_arg))
     spec = ModelSpec(args.student, kwargs)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     student = build_model(spec)
-    train, val, test = make_loaders(splits, args.batch_size, seed=args.seed)
+    train, val, test = make_loaders(splits, args.batch_size, seed=seed)
     if (args.out / "model.json").exists() and not args.overwrite:
         raise ConfigError(f"--out {args.out}: already holds a checkpoint; pass --overwrite")
     report = distill(student, teacher, train, val, fit_config, config, not args.quiet)
     result, teacher_result = evaluate(student, test), evaluate(teacher, test)
-    metrics = {"data": data, "seed": args.seed, "epochs": args.epochs,
+    metrics = {**data_record(data, seed, splits), "epochs": args.epochs,
                "test_accuracy": result.accuracy, "test_loss": result.loss,
                "best_val_accuracy": report.best_val_accuracy,
                "teacher": str(args.teacher), "teacher_test_accuracy": teacher_result.accuracy,

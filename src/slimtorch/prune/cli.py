@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from slimtorch.accuracy_check import accuracy_warning, prune_suggestions
     from slimtorch.checkpoint import load_checkpoint, save_checkpoint
     from slimtorch.data import load_data, make_loaders, recorded_split
+    from slimtorch.data.record import check_given_data, data_record
     from slimtorch.prune.engine import prune_model
     from slimtorch.prune.report import report_table, write_report_json
 
@@ -169,9 +170,10 @@ def run(args: argparse.Namespace) -> int:
     model, spec, metrics = load_checkpoint(args.checkpoint)
     data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
     if args.surgery:
-        return _run_surgery(args, model, spec, data, seed)
+        return _run_surgery(args, model, spec, data, seed, metrics)
     config = config_from_args(args, seed)
     splits = load_data(data, seed=seed)
+    check_given_data(args.data, splits, metrics, spec.kwargs, str(args.checkpoint))
     train, val, test = make_loaders(splits, args.batch_size, seed=seed)
     sparsities = None
     if args.sensitivity:
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     final = report.accuracy_finetuned or report.accuracy_pruned
     tips = prune_suggestions(config, args.sensitivity)
     warning = accuracy_warning("prune", report.accuracy_before, final, splits.num_classes, tips)
-    summary = {"data": data, "seed": seed, "pruned_from": str(args.checkpoint)}
+    summary = {**data_record(data, seed, splits), "pruned_from": str(args.checkpoint)}
     summary.update(test_accuracy=report.accuracy_finetuned or report.accuracy_pruned)
     summary.update(sparsity=report.sparsity, prune_config=config.to_dict())
     save_checkpoint(args.out, model, spec, summary, overwrite=args.overwrite)
@@ -228,7 +230,7 @@ def _sensitivity(model, config, args, train, val) -> dict[str, float]:
     return result["proposal"]
 
 
-def _run_surgery(args: argparse.Namespace, model: Any, spec: Any, data: str, seed: int) -> int:
+def _run_surgery(args, model: Any, spec: Any, data: str, seed: int, metrics: dict) -> int:
     """``--surgery``: remove channels for real, fine-tune, save a reloadable checkpoint."""
     import json
 
@@ -238,6 +240,7 @@ def _run_surgery(args: argparse.Namespace, model: Any, spec: Any, data: str, see
     from slimtorch.accuracy_check import accuracy_warning, prune_suggestions
     from slimtorch.checkpoint import save_checkpoint
     from slimtorch.data import load_data, make_loaders
+    from slimtorch.data.record import check_given_data, data_record
     from slimtorch.io import atomic_write_text
     from slimtorch.prune.physical import SurgeryConfig, surgery_prune
     from slimtorch.prune.surgery import pruned_spec
@@ -251,13 +254,13 @@ def _run_surgery(args: argparse.Namespace, model: Any, spec: Any, data: str, see
         seed=seed,
     )
     splits = load_data(data, seed=seed)
+    check_given_data(args.data, splits, metrics, spec.kwargs, str(args.checkpoint))
     loaders = make_loaders(splits, args.batch_size, seed=seed)
     example = splits.train[0][0].unsqueeze(0)
     small, report = surgery_prune(model, example, config, loaders, progress=not args.quiet)
     final = report.accuracy_finetuned if report.accuracy_finetuned is not None else None
     metrics = {
-        "data": data,
-        "seed": seed,
+        **data_record(data, seed, splits),
         "pruned_from": str(args.checkpoint),
         "test_accuracy": final if final is not None else report.accuracy_pruned,
         "surgery": {"ratio": config.ratio, "importance": config.importance},

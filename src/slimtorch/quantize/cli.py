@@ -154,7 +154,7 @@ def _ptq_config(args: argparse.Namespace) -> Any:
     )
 
 
-def _linear(args, model, loaders, out: Path) -> tuple[Any, Any, dict[str, Any]]:
+def _linear(args, model, loaders, out: Path, record: dict) -> tuple[Any, Any, dict[str, Any]]:
     from slimtorch.quantize.ptq import quantize_ptq
     from slimtorch.quantize.qat import QATConfig, quantize_qat
 
@@ -173,11 +173,11 @@ def _linear(args, model, loaders, out: Path) -> tuple[Any, Any, dict[str, Any]]:
     else:
         qmodel, report = quantize_ptq(model, train, config)
     if args.integer:
-        extra = _export_integer(args, qmodel, train, test, out)
+        extra = _export_integer(args, qmodel, train, test, out, record)
     return qmodel, report, extra
 
 
-def _export_integer(args, qmodel, train, test, out: Path) -> dict[str, Any]:
+def _export_integer(args, qmodel, train, test, out: Path, record: dict) -> dict[str, Any]:
     from slimtorch.quantize.integer import to_integer
     from slimtorch.quantize.intformat import save_integer_model
     from slimtorch.train import evaluate
@@ -186,7 +186,7 @@ def _export_integer(args, qmodel, train, test, out: Path) -> dict[str, Any]:
         raise ConfigError("--integer: needs --bits and --activation-bits of at most 8")
     example = next(iter(train))[0]
     imodel = to_integer(qmodel, example, backend=args.backend)
-    path = save_integer_model(imodel, out / "int8.safetensors")
+    path = save_integer_model(imodel, out / "int8.safetensors", record)  # remembers its data
     acc = evaluate(imodel, test).accuracy
     print(f"int8 integer-only model ({args.backend}): test accuracy {acc:.4f} -> {path}")
     return {"integer_accuracy": acc, "integer_backend": args.backend, "integer_path": str(path)}
@@ -282,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``slimtorch quantize``."""
     from slimtorch.checkpoint import load_checkpoint
     from slimtorch.data import load_data, make_loaders, recorded_split
+    from slimtorch.data.record import check_given_data, data_record
     from slimtorch.io import atomic_write_text
     from slimtorch.train import evaluate
 
@@ -292,15 +293,17 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
     splits = load_data(data, seed=seed)
+    check_given_data(args.data, splits, metrics, spec.kwargs, str(args.checkpoint))
+    record = data_record(data, seed, splits)
     loaders = make_loaders(splits, args.batch_size, seed)
     if args.method == "linear":
-        qmodel, report, extra = _linear(args, model, loaders, out)
+        qmodel, report, extra = _linear(args, model, loaders, out, record)
     else:
         qmodel, report, extra = _kmeans(args, model, loaders)
     report.accuracy_before = evaluate(model, loaders[2]).accuracy
     report.accuracy_after = evaluate(qmodel.eval(), loaders[2]).accuracy
     report.warnings = _warnings(args, report, extra, splits.num_classes)
-    report.extra.update(extra, checkpoint=str(args.checkpoint), data=data, model=spec.name)
+    report.extra.update(extra, checkpoint=str(args.checkpoint), model=spec.name, **record)
     if args.sensitivity:
         report.extra.update(_sensitivity(args, model, loaders, out))
     _histogram(model, qmodel, out, args.method)

@@ -5,7 +5,9 @@ are named ``"<step>.<tensor>"`` (int8 weights, int32 biases, int64 multipliers a
 float32 scales). The safetensors metadata key ``"slimtorch"`` holds a JSON document:
 ``{"format": FORMAT_NAME, "version": FORMAT_VERSION, "input_shape": [...], "backend": ...,
 "steps": [{"op": ..., "attrs": {...}, "tensors": [...]}, ...], "sha256": <of the tensor
-bytes>}``. Writes are atomic; a truncated, corrupted or foreign file raises ``ModelError``.
+bytes>, "data": {"data": ..., "seed": ..., "input_shape": ..., "num_classes": ...}}`` (``data``:
+what the model was calibrated and scored on, :mod:`slimtorch.data.record`; optional). Writes
+are atomic; a truncated, corrupted or foreign file raises ``ModelError``.
 
 Example:
     >>> import tempfile, pathlib, torch
@@ -40,12 +42,15 @@ METADATA_KEY = "slimtorch"
 HEADER_LENGTH_BYTES = 8  # safetensors: little-endian u64 header size
 
 
-def save_integer_model(model: IntegerModel, path: str | os.PathLike[str]) -> Path:
+def save_integer_model(
+    model: IntegerModel, path: str | os.PathLike[str], data: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` to ``path`` atomically.
 
     Args:
         model: the integer model.
         path: target file (``.safetensors``).
+        data: the data it was made with (``slimtorch.data.record.data_record``), or None.
 
     Returns:
         The written path.
@@ -63,6 +68,8 @@ def save_integer_model(model: IntegerModel, path: str | os.PathLike[str]) -> Pat
         "steps": steps,
         "sha256": hashlib.sha256(st_save(tensors)).hexdigest(),
     }
+    if data is not None:
+        doc["data"] = data
     data = st_save(tensors, metadata={METADATA_KEY: json.dumps(doc)})
     return atomic_write_bytes(path, data)
 
@@ -82,6 +89,24 @@ def _metadata(data: bytes, path: Path) -> dict[str, Any]:
             f"{doc.get('format')!r} version {doc.get('version')!r}"
         )
     return doc
+
+
+def integer_model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON document of a file written by :func:`save_integer_model` (no tensors decoded).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The document: ``format``, ``version``, ``backend``, ``input_shape``, ``steps``, and
+        ``data`` when the writer recorded it.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read ({err.strerror})") from None
+    return _metadata(data, path)
 
 
 def load_integer_model(path: str | os.PathLike[str]) -> IntegerModel:
