@@ -22,12 +22,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/slimtorch compress
 
-## Tests: lint, format check, then the default (fast) suite and the slow-marked tests.
+## Tests: lint, format check, then the default (fast) suite and the slow-marked tests; -rs
+## lists every skip with its reason (only optional data under ../shared/data may skip).
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/pytest -n 2 -m "not slow"
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -rs -n 2 -m "not slow"
+	$(BIN)/pytest -rs -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -9,9 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("gguf")
-pytest.importorskip("tokenizers")
-
 from slimtorch.cli import main
 from slimtorch.errors import DataError, ModelError
 from slimtorch.llm.gguf_export import ExportConfig, export_gguf

@@ -5,16 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 import torch
 
-gguf = pytest.importorskip("gguf")
-
-from slimtorch.errors import ModelError  # noqa: E402
-from slimtorch.llm.gguf_export import ExportConfig, export_gguf  # noqa: E402
-from slimtorch.llm.gguf_load import load_gguf  # noqa: E402
-from slimtorch.llm.gguf_quants import quantize  # noqa: E402
+from slimtorch.errors import ModelError
+from slimtorch.llm.gguf_export import ExportConfig, export_gguf
+from slimtorch.llm.gguf_load import load_gguf
+from slimtorch.llm.gguf_quants import quantize
 
 META = {"general.name": "tiny", "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"]}
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 
+import fvcore.nn as fvcore_nn
 import pytest
 import torch
 from torch import nn
 
 from slimtorch.models import MODEL_NAMES, create_model
 from slimtorch.profile.trace import trace_model
-
-fvcore_nn = pytest.importorskip("fvcore.nn")
 
 MAC_OPERATORS = ("conv", "linear", "matmul", "addmm", "bmm", "einsum")
 

