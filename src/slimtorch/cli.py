@@ -7,12 +7,14 @@ no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from slimtorch.cli_errors import describe_user_error
@@ -166,7 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     importlib.import_module("slimtorch.profile.cli").register(sub)
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
+    for name, command in sub.choices.items():
+        if name not in CODE_FREE_COMMANDS:
+            add_trust_code_option(command)
     return parser
+
+
+CODE_FREE_COMMANDS = ("llm",)  # GGUF and Hugging Face folders name no Python code
+
+
+def add_trust_code_option(p: argparse.ArgumentParser) -> None:
+    """``--trust-code``: let files this command opens name a model factory outside the zoo."""
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let a checkpoint's model.json, a .slim header or a recipe file name a model "
+        "factory outside the slimtorch zoo (package.module:factory), which is then imported "
+        "and run; only for files you trust. Without it such files are refused. Factories "
+        "from the standard library or slimtorch's dependencies are refused either way",
+    )
 
 
 def _version() -> str:
@@ -277,7 +297,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from slimtorch.checkpoint import save_checkpoint
     from slimtorch.data import load_data, make_loaders
     from slimtorch.data.record import data_record
-    from slimtorch.models import ModelSpec, build_model
+    from slimtorch.models import ModelSpec, create_model
     from slimtorch.train import FitConfig, evaluate, fit
 
     check_out_dir(args.out, args.overwrite)
@@ -296,7 +316,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     kwargs.update(model_kwargs(args))
     spec = ModelSpec(name=args.model, kwargs=kwargs)
     torch_seed(args.seed)
-    model = build_model(spec)
+    model = create_model(spec.name, **spec.kwargs)  # the user named it: theirs to run
     train_loader, val_loader, test_loader = make_loaders(splits, args.batch_size, seed=args.seed)
     _check_model_takes_data(model, splits, args.data)
     report = fit(model, train_loader, val_loader, config, progress=not args.quiet)
@@ -419,6 +439,18 @@ def check_outputs(args: argparse.Namespace) -> None:
         check_writable(value, option)
 
 
+@contextlib.contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Show warnings as ``slimtorch CMD: warning: message`` (no source line) while active."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"slimtorch {command}: warning: {message}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slimtorch`` console script.
 
@@ -431,10 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    from slimtorch.models.trust import trust_code_scope
+
     command = " ".join(filter(None, (args.command, getattr(args, "llm_command", None))))
     try:
         check_outputs(args)
-        return int(args.func(args))
+        with trust_code_scope(getattr(args, "trust_code", False)), one_line_warnings(command):
+            return int(args.func(args))
     except SlimtorchError as exc:
         print(f"slimtorch {command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

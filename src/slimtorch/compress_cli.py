@@ -76,18 +76,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_compress)
 
 
-def _baseline(recipe: Any, out: Path, retrain: bool, progress: bool) -> tuple[Any, Any, Any]:
-    """(model, spec, splits): a checkpoint given as --model, the cache, or a fresh training."""
+def _baseline(
+    recipe: Any, out: Path, retrain: bool, progress: bool, user_named: bool = False
+) -> tuple[Any, Any, Any]:
+    """(model, spec, splits): a checkpoint given as --model, the cache, or a fresh training.
+
+    ``user_named``: the model name came from the caller (``--model`` or a Recipe object), so a
+    factory is theirs to run; a name read from a recipe file obeys the trust policy."""
     from slimtorch.checkpoint import load_checkpoint, save_checkpoint
     from slimtorch.data import load_data
     from slimtorch.data.record import data_record
     from slimtorch.errors import SlimtorchError
-    from slimtorch.models import build_model, make_spec
+    from slimtorch.models import build_model, create_model, make_spec
+    from slimtorch.resolve import is_zoo_name
     from slimtorch.train import FitConfig, fit
 
     m = recipe.model
     splits = load_data(m.data, seed=m.seed)
-    if Path(m.name).is_dir() or m.name.endswith(".json"):
+    if not is_zoo_name(m.name) and (Path(m.name).is_dir() or m.name.endswith(".json")):
         model, spec, _ = load_checkpoint(m.name)
         return model, spec, splits
     key = {
@@ -111,7 +117,8 @@ def _baseline(recipe: Any, out: Path, retrain: bool, progress: bool) -> tuple[An
     import torch
 
     torch.manual_seed(m.seed)
-    model = build_model(spec)
+    where = f"{recipe.source}: [model] name"
+    model = create_model(spec.name, **spec.kwargs) if user_named else build_model(spec, where=where)
     train, val, _ = _loaders(splits, recipe)
     if progress:
         print(f"training the baseline {m.name} on {m.data} for {m.epochs} epochs")
@@ -181,12 +188,13 @@ def compress(
     """
     from slimtorch.recipe import Recipe, load_recipe
 
+    user_named = model is not None or isinstance(recipe, Recipe)
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     overrides = {"name": model, "data": data, "epochs": epochs, "seed": seed}
     section = replace(rec.model, **{k: v for k, v in overrides.items() if v is not None})
     rec = _checkpoint_data(replace(rec, model=section), data, seed)
     out = Path(out)
-    base, spec, splits = _baseline(rec, out, retrain, progress)
+    base, spec, splits = _baseline(rec, out, retrain, progress, user_named)
     return _run(rec, base, spec, splits, out, stage_epochs, progress, threads)
 
 

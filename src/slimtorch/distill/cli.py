@@ -113,7 +113,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from slimtorch.data import load_data, make_loaders, recorded_split
     from slimtorch.data.record import check_given_data, data_record
     from slimtorch.distill.distill import distill
-    from slimtorch.models import ModelSpec, build_model
+    from slimtorch.models import ModelSpec, create_model
     from slimtorch.train import evaluate
 
     teacher, teacher_spec, teacher_metrics = load_checkpoint(args.teacher)
@@ -127,7 +127,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     kwargs.update(dict(args.student_arg))
     spec = ModelSpec(args.student, kwargs)
     torch.manual_seed(seed)
-    student = build_model(spec)
+    student = create_model(spec.name, **spec.kwargs)  # the user named it: theirs to run
     train, val, test = make_loaders(splits, args.batch_size, seed=seed)
     if (args.out / "model.json").exists() and not args.overwrite:
         raise ConfigError(f"--out {args.out}: already holds a checkpoint; pass --overwrite")
