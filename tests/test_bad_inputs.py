@@ -155,6 +155,12 @@ CASES: list[tuple[str, str, str]] = [
     ("llm-eval-json-ro", "llm eval --text {w}/afile --json /proc/e.json", "--json /proc/e.json"),
     ("llm-eval-not-gguf", "llm eval {w}/bad.gguf --text {w}/afile", "bad.gguf"),
     ("llm-eval-no-config", "llm eval {w}/ck --text {w}/afile", "config.json"),
+    ("llm-eval-hf-bad-json", "llm eval {w}/hf_bad_json --text {w}/afile", "config.json"),
+    ("llm-eval-hf-not-utf8", "llm eval {w}/hf_not_utf8 --text {w}/afile", "config.json"),
+    ("llm-eval-hf-list", "llm eval {w}/hf_list --text {w}/afile", "config.json"),
+    ("llm-eval-hf-zero-heads", "llm eval {w}/hf_zero_heads --text {w}/afile", "config.json"),
+    ("llm-eval-hf-bad-weights", "llm eval {w}/hf_bad_weights --text {w}/afile",
+     "model.safetensors"),
     ("llm-generate-not-gguf", "llm generate {w}/bad.gguf --prompt hi", "bad.gguf"),
     ("llm-generate-missing", "llm generate {w}/none.gguf --prompt hi", "none.gguf"),
     ("llm-chat-not-gguf", "llm chat {w}/bad.gguf", "bad.gguf"),
@@ -200,6 +206,25 @@ def _save(folder: Path, metrics: object) -> Path:
     return save_checkpoint(folder, build_model(spec), spec, metrics)  # type: ignore[arg-type]
 
 
+HF_CONFIG = {"model_type": "llama", "vocab_size": 32, "hidden_size": 32, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "intermediate_size": 32}  # fmt: skip
+
+
+def _hf_folders(w: Path) -> None:
+    """Hugging Face model folders with a broken config.json or weights file."""
+    configs = {
+        "hf_bad_json": b"{",
+        "hf_not_utf8": b"\xff",
+        "hf_list": b"[1]",
+        "hf_zero_heads": json.dumps({**HF_CONFIG, "num_attention_heads": 0}).encode(),
+        "hf_bad_weights": json.dumps(HF_CONFIG).encode(),
+    }
+    for name, config in configs.items():
+        (w / name).mkdir()
+        (w / name / "config.json").write_bytes(config)
+    (w / "hf_bad_weights" / "model.safetensors").write_bytes(b"\x08" + bytes(15))
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch LeNet-300 checkpoint, a .slim file of it, and bad files beside them."""
@@ -234,6 +259,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (edited / "model.json").write_text(json.dumps(header))
     bad_json = _save(w / "json_not_utf8", {"seed": 0})
     (bad_json / "model.json").write_bytes(b"{\xff}")
+    _hf_folders(w)
     weights_dir = _save(w / "weights_dir", {"seed": 0})
     (weights_dir / "model.safetensors").unlink()
     (weights_dir / "model.safetensors").mkdir()  # read as a file: IsADirectoryError

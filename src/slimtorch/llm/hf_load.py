@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from slimtorch.errors import ModelError
+from slimtorch.errors import ModelError, first_line
 from slimtorch.llm.gguf_load import LoadedModel, _materialize
 from slimtorch.llm.model import Llama, LlamaConfig
 
@@ -93,6 +93,21 @@ def config_from_hf(cfg: dict[str, Any], path: Path) -> LlamaConfig:
         )
     except KeyError as e:
         raise ModelError(f"{path}: config.json lacks {e.args[0]}") from None
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise ModelError(f"{path}: invalid model size in config.json ({e})") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a model folder's file; a one-line ModelError if it is not one."""
+    from slimtorch.io import read_text_file
+
+    try:
+        value = json.loads(read_text_file(path, str(path), ModelError))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _first_id(v: Any) -> int:
@@ -112,14 +127,14 @@ def load_hf(folder: str | Path, max_seq_len: int | None = None) -> LoadedModel:
         A :class:`LoadedModel` (metadata with ``tokenizer.ggml.*`` keys if a BPE
         ``tokenizer.json`` is present).
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise ModelError(f"{folder}: no config.json (expected a Hugging Face model folder)")
-    raw = json.loads(cfg_path.read_text())
-    cfg = config_from_hf(raw, cfg_path)
+    cfg = config_from_hf(_read_json(cfg_path), cfg_path)
     if max_seq_len is not None:
         cfg = LlamaConfig(**{**cfg.to_dict(), "max_seq_len": int(max_seq_len)})
     files = sorted(folder.glob("*.safetensors"))
@@ -127,7 +142,11 @@ def load_hf(folder: str | Path, max_seq_len: int | None = None) -> LoadedModel:
         raise ModelError(f"{folder}: no *.safetensors files")
     state, types = {}, {}
     for f in files:
-        for name, w in load_file(str(f)).items():
+        try:
+            tensors = load_file(str(f))
+        except SafetensorError as e:
+            raise ModelError(f"{f}: not a valid safetensors file ({first_line(e)})") from None
+        for name, w in tensors.items():
             ours = hf_to_param_name(name)
             types[ours] = str(w.dtype).removeprefix("torch.")
             state[ours] = w.float()
@@ -140,10 +159,17 @@ def load_hf(folder: str | Path, max_seq_len: int | None = None) -> LoadedModel:
 
 def _tokenizer_metadata(folder: Path) -> dict[str, Any]:
     """GGUF-style tokenizer keys from ``tokenizer.json`` / ``tokenizer_config.json``."""
+    try:
+        return _tokenizer_keys(folder)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ModelError(f"{folder}: malformed tokenizer files ({type(e).__name__}: {e})") from None
+
+
+def _tokenizer_keys(folder: Path) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     tj = folder / "tokenizer.json"
     if tj.is_file():
-        spec = json.loads(tj.read_text())
+        spec = _read_json(tj)
         model = spec.get("model", {})
         if model.get("type") == "BPE":
             vocab = dict(model["vocab"])
@@ -157,7 +183,7 @@ def _tokenizer_metadata(folder: Path) -> dict[str, Any]:
             meta["tokenizer.ggml.merges"] = merges
     tc = folder / "tokenizer_config.json"
     if tc.is_file():
-        tcfg = json.loads(tc.read_text())
+        tcfg = _read_json(tc)
         if isinstance(tcfg.get("chat_template"), str):
             meta["tokenizer.chat_template"] = tcfg["chat_template"]
         meta["tokenizer.ggml.add_bos_token"] = bool(tcfg.get("add_bos_token", False))
