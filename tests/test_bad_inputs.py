@@ -56,6 +56,12 @@ CASES: list[tuple[str, str, str]] = [
     ("train-data-missing", "train --data {w}/none.npz --out {w}/t1", "none.npz"),
     ("train-data-not-npz", "train --data {w}/notutf8.txt --out {w}/t1", "notutf8.txt"),
     ("train-data-bad-idx", "train --data idx:{w}/afile,{w}/afile --out {w}/t1", "afile"),
+    ("train-data-npz-no-y", "train --data {w}/no_y.npz --out {w}/t1", "no_y.npz"),
+    ("train-data-npz-mismatch", "train --data {w}/mismatch.npz --out {w}/t1", "mismatch.npz"),
+    ("train-data-bad-image", "train --data {w}/images --out {w}/t1", "x.png"),
+    ("train-data-no-classes", "train --data {w}/no_classes --out {w}/t1", "no_classes"),
+    ("train-data-digits-0", "train --data digits:0 --out {w}/t1", "digits:0"),
+    ("train-data-digits-huge", "train --data digits:100000 --out {w}/t1", "digits:100000"),
     ("train-model-unknown", "train --model no_such_model --out {w}/t1", "no_such_model"),
     ("train-epochs-0", "train --epochs 0 --out {w}/t1", "epochs"),
     ("train-optimizer", "train --optimizer bogus --out {w}/t1", "bogus"),
@@ -78,6 +84,7 @@ CASES: list[tuple[str, str, str]] = [
     ("evaluate-missing", "evaluate {w}/nothing", "nothing"),
     ("evaluate-not-ck", "evaluate {w}/afile", "afile"),
     ("evaluate-data-missing", "evaluate {w}/ck --data {w}/none.npz", "none.npz"),
+    ("evaluate-data-digits-huge", "evaluate {w}/ck --data digits:99999999", "digits:99999999"),
     ("evaluate-batch-size-0", "evaluate {w}/ck --batch-size 0", "batch_size"),
     # profile
     ("profile-huge-shape", "profile lenet300 --input-shape 1,1,99999999,99999999", "--input-shape"),
@@ -225,6 +232,18 @@ def _hf_folders(w: Path) -> None:
     (w / "hf_bad_weights" / "model.safetensors").write_bytes(b"\x08" + bytes(15))
 
 
+def _data_files(w: Path) -> None:
+    """Data sets that are wrong in one way each."""
+    import numpy as np
+
+    np.savez(w / "no_y.npz", x=np.zeros((10, 1, 8, 8), np.float32))
+    np.savez(w / "mismatch.npz", x=np.zeros((10, 1, 8, 8), np.float32), y=np.zeros(7, np.int64))
+    for label in ("a", "b"):
+        (w / "images" / label).mkdir(parents=True)
+        (w / "images" / label / "x.png").write_text("not an image")
+    (w / "no_classes").mkdir()
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch LeNet-300 checkpoint, a .slim file of it, and bad files beside them."""
@@ -260,6 +279,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bad_json = _save(w / "json_not_utf8", {"seed": 0})
     (bad_json / "model.json").write_bytes(b"{\xff}")
     _hf_folders(w)
+    _data_files(w)
     weights_dir = _save(w / "weights_dir", {"seed": 0})
     (weights_dir / "model.safetensors").unlink()
     (weights_dir / "model.safetensors").mkdir()  # read as a file: IsADirectoryError

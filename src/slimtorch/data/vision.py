@@ -36,6 +36,9 @@ SOURCES = (
 )
 
 
+MAX_DIGITS_SIZE = 512  # 1,797 images of 512x512 float32 are 1.9 GB; larger is a mistake
+
+
 def load_digits(
     seed: int = 0,
     val_fraction: float = DEFAULT_VAL_FRACTION,
@@ -67,8 +70,10 @@ def load_digits(
     y = digits.target.astype(np.int64)  # [N]
     name = DIGITS_NAME
     if image_size is not None and image_size != x.shape[-1]:
-        if image_size < 1:
-            raise ConfigError(f"digits: image_size must be a positive integer, got {image_size}")
+        if not 1 <= image_size <= MAX_DIGITS_SIZE:
+            raise ConfigError(
+                f"digits: image_size must be an integer in 1..{MAX_DIGITS_SIZE}, got {image_size}"
+            )
         big = torch.nn.functional.interpolate(
             torch.from_numpy(x),
             size=(image_size, image_size),
@@ -170,8 +175,8 @@ def load_data(source: str, seed: int = 0) -> Splits:
         return load_digits(seed=seed)
     if source.startswith(DIGITS_NAME + ":"):
         size = source.partition(":")[2]
-        if not size.isdigit() or int(size) < 1:
-            raise DataError(f"{source}: expected digits:SIZE with a positive integer size")
+        if not size.isdigit() or not 1 <= int(size) <= MAX_DIGITS_SIZE:
+            raise DataError(f"{source}: expected digits:SIZE with SIZE in 1..{MAX_DIGITS_SIZE}")
         return load_digits(seed=seed, image_size=int(size))
     if source.startswith(IDX_PREFIX):
         images, labels = _parse_idx_source(source)
