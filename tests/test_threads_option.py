@@ -32,6 +32,8 @@ TIMING_COMMANDS = (
     ["profile"],
     ["bench"],
     ["compress"],
+    ["prune"],
+    ["quantize"],
     ["llm", "generate"],
     ["llm", "chat"],
 )
@@ -168,3 +170,17 @@ def test_noisy_figures_are_marked_in_tables() -> None:
     assert "0.100 noisy" in console.export_text()
     console.print(stage_table([record]))
     assert console.export_text().count("noisy") == 0
+
+
+def test_prune_and_quantize_record_their_threads(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    assert main(["train", "--model", "lenet300", "--epochs", "1", "--out", str(ck), "--quiet"]) == 0
+    before = torch.get_num_threads()
+    pruned = tmp_path / "p"
+    argv = ["prune", str(ck), "--sparsity", "0.5", "--threads", "1", "--quiet", "--out"]
+    assert main([*argv, str(pruned)]) == 0
+    assert json.loads((pruned / "prune_report.json").read_text())["threads"] == 1
+    quant = tmp_path / "q"
+    assert main(["quantize", str(ck), "--bits", "8", "--threads", "1", "--out", str(quant)]) == 0
+    assert '"threads": 1' in (quant / "report.json").read_text()
+    assert torch.get_num_threads() == before  # restored afterwards

@@ -9,7 +9,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from slimtorch.errors import ConfigError
+from slimtorch.profile.cli import add_threads_option, threads_from_args
+from slimtorch.profile.noise import torch_threads
 
 DEFAULT_RATIOS = "0.25,0.5,0.7,0.8,0.9,0.95"
 
@@ -131,6 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    add_threads_option(p, "fine-tuning and evaluation")
     p.set_defaults(func=run)
 
 
@@ -156,7 +161,12 @@ def config_from_args(args: argparse.Namespace, seed: int) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``slimtorch prune``."""
+    """Run ``slimtorch prune`` with ``--threads`` torch threads (recorded in the report)."""
+    with torch_threads(threads_from_args(args)):
+        return _prune(args)
+
+
+def _prune(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from slimtorch.accuracy_check import accuracy_warning, prune_suggestions
@@ -196,8 +206,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _warnings_json(warning: Any) -> dict[str, Any]:
-    """``{"warnings": [...]}`` for the JSON report (an empty list: accuracy survived)."""
-    return {"warnings": [] if warning is None else [warning.to_dict()]}
+    """``{"warnings": [...], "threads": n}`` for the JSON report (no warnings: accuracy survived;
+    ``threads``: torch threads the fine-tuning ran with)."""
+    warnings = [] if warning is None else [warning.to_dict()]
+    return {"warnings": warnings, "threads": torch.get_num_threads()}
 
 
 def _print_warning(warning: Any) -> None:

@@ -14,7 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from slimtorch.errors import ConfigError
+from slimtorch.profile.cli import add_threads_option, threads_from_args
+from slimtorch.profile.noise import torch_threads
 
 GRANULARITIES = ("tensor", "channel", "group")
 CALIBRATORS = ("minmax", "moving_average", "percentile", "mse", "kl")
@@ -134,6 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--out", required=True, help="output folder")
+    add_threads_option(p, "calibration, fine-tuning and evaluation")
     p.set_defaults(func=run)
 
 
@@ -279,7 +284,12 @@ def _warnings(args, report, extra: dict[str, Any], num_classes: int) -> list[dic
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``slimtorch quantize``."""
+    """Run ``slimtorch quantize`` with ``--threads`` torch threads (recorded in the report)."""
+    with torch_threads(threads_from_args(args)):
+        return _quantize(args)
+
+
+def _quantize(args: argparse.Namespace) -> int:
     from slimtorch.checkpoint import load_checkpoint
     from slimtorch.data import load_data, make_loaders, recorded_split
     from slimtorch.data.record import check_given_data, data_record
@@ -304,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
     report.accuracy_after = evaluate(qmodel.eval(), loaders[2]).accuracy
     report.warnings = _warnings(args, report, extra, splits.num_classes)
     report.extra.update(extra, checkpoint=str(args.checkpoint), model=spec.name, **record)
+    report.extra.update(threads=torch.get_num_threads())
     if args.sensitivity:
         report.extra.update(_sensitivity(args, model, loaders, out))
     _histogram(model, qmodel, out, args.method)
