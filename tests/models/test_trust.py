@@ -149,6 +149,8 @@ def command_lines(ck: Path, slim: Path, out: Path, recipe: Path) -> list[list[st
         ["compress", "--model", str(ck), "--out", str(out / "c"), *quick],
         ["compress", "--recipe", str(recipe), "--out", str(out / "r"), *quick],
         ["decode", str(slim), "--out", str(out / "dec")],
+        ["evaluate", str(slim)],
+        ["bench", str(slim), "--min-queries", "1", "--min-duration", "0"],
     ]
 
 
