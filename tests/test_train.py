@@ -135,6 +135,52 @@ def test_progress_bar_runs():
     assert len(report.history) == 1
 
 
+BAR_REMNANTS = ("\r", "\x1b", "\u2501", "\u2578", "\u257a")  # CR, ANSI escape, rich bar glyphs
+
+
+def test_piped_progress_is_one_labelled_line_per_epoch(capsys, monkeypatch):
+    """stdout is not a terminal (captured): no bar, one plain line per epoch, led by label."""
+    for var in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # rich would treat stdout as a terminal
+        monkeypatch.delenv(var, raising=False)
+    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))] * 3
+    report = fit(nn.Linear(4, 2), data, data[:1], FitConfig(epochs=3), label="prune 2/3 finetune")
+    out = capsys.readouterr().out
+    assert not any(r in out for r in BAR_REMNANTS), repr(out)
+    lines = out.splitlines()
+    assert len(lines) == 3, lines
+    for i, (line, stats) in enumerate(zip(lines, report.history, strict=True)):
+        assert line == (
+            f"prune 2/3 finetune epoch {i + 1}/3: loss {stats.train_loss:.4f} "
+            f"acc {stats.train_accuracy:.4f}, val loss {stats.val_loss:.4f} "
+            f"acc {stats.val_accuracy:.4f} ({stats.seconds:.1f} s)"
+        )
+
+
+def test_piped_progress_without_label_or_validation(capsys, monkeypatch):
+    for var in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(var, raising=False)
+    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    fit(nn.Linear(4, 2), data, None, FitConfig(epochs=2))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("val" not in line for line in lines)
+
+
+def test_no_output_without_progress(capsys):
+    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    fit(nn.Linear(4, 2), data, data, FitConfig(epochs=2), progress=False, label="x")
+    assert capsys.readouterr().out == ""
+
+
+def test_terminal_progress_draws_a_bar_and_the_labelled_line(capsys, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: stdout counts as a terminal
+    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    fit(nn.Linear(4, 2), data, data, FitConfig(epochs=1), label="finetune")
+    out = capsys.readouterr().out
+    assert "finetune epoch 1/1: loss " in out
+    assert "\x1b" in out  # the live bar's cursor control
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -245,6 +245,7 @@ def _run_finetune(state, cfg, recipe, loaders, progress) -> None:
                 loaders[1],
                 fit_cfg,
                 progress,
+                label="finetune",
                 loss_fn=kd.loss_fn if kd else None,
                 after_backward=compose_hooks(keeper.after_backward, kd and kd.after_backward),
                 after_step=keeper.after_step,
@@ -327,6 +328,7 @@ def _run_centroids(state, cfg, recipe, loaders, progress) -> None:
             loaders[1],
             _fit_config(cfg.epochs, cfg.lr, "adam", recipe.model.seed),
             progress,
+            label="finetune_centroids",
             loss_fn=kd.loss_fn,
             after_backward=kd.after_backward,
         )

@@ -9,6 +9,9 @@ three small hooks instead of a trainer class, so compression methods can plug in
   gradients);
 - ``after_step(model)`` runs after ``optimizer.step`` (e.g. to re-apply a pruning mask);
 - ``callbacks``: ``callback(model, epoch_stats)`` after each epoch; returning True stops.
+
+Progress: one line per epoch (``prune 1/3 finetune epoch 2/8: loss 0.1234 acc ...``, led by
+``fit``'s ``label``), under a rich bar on a terminal, plain and bar-free when piped.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import Progress, TextColumn
 from torch import nn
 
@@ -251,8 +255,9 @@ def _train_epoch(
 
 
 def _progress_bar(enabled: bool) -> Progress:
+    console = Console()
     columns = (*Progress.get_default_columns(), TextColumn("{task.fields[status]}"))
-    return Progress(*columns, disable=not enabled)
+    return Progress(*columns, console=console, disable=not (enabled and console.is_terminal))
 
 
 def _rng_scope(model: nn.Module) -> AbstractContextManager[None]:
@@ -263,13 +268,26 @@ def _rng_scope(model: nn.Module) -> AbstractContextManager[None]:
     return torch.random.fork_rng(devices=[])
 
 
-def _summary(stats: EpochStats, epochs: int) -> str:
-    val = "" if stats.val_accuracy is None else f"  val loss {stats.val_loss:.4f}"
+def _epoch_name(epoch: int, epochs: int, label: str) -> str:
+    return f"{label} epoch {epoch + 1}/{epochs}".lstrip()
+
+
+def _summary(stats: EpochStats, epochs: int, label: str = "") -> str:
+    """One line: ``label epoch i/n: loss .. acc .., val loss .. acc .. (s)``."""
+    val = "" if stats.val_accuracy is None else f", val loss {stats.val_loss:.4f}"
     val += "" if stats.val_accuracy is None else f" acc {stats.val_accuracy:.4f}"
     return (
-        f"epoch {stats.epoch + 1}/{epochs}  train loss {stats.train_loss:.4f} "
-        f"acc {stats.train_accuracy:.4f}{val}  lr {stats.lr:.3g}  {stats.seconds:.1f}s"
+        f"{_epoch_name(stats.epoch, epochs, label)}: loss {stats.train_loss:.4f} "
+        f"acc {stats.train_accuracy:.4f}{val} ({stats.seconds:.1f} s)"
     )
+
+
+def _log_epoch(bar: Progress, line: str) -> None:
+    """Through the bar's console on a terminal; else ``print``: no wrapping, nothing more."""
+    if bar.disable:
+        print(line, flush=True)
+        return
+    bar.console.print(line, highlight=False, markup=False)
 
 
 def _report(history: list[EpochStats]) -> FitReport:
@@ -289,6 +307,7 @@ def _epochs(
     config: FitConfig,
     hooks: _Hooks,
     bar: Progress,
+    label: str,
 ) -> Iterable[EpochStats]:
     """Train epoch after epoch, yielding each epoch's stats."""
     optimizer = make_optimizer(model, config)
@@ -297,7 +316,7 @@ def _epochs(
     task = bar.add_task("train", total=total, status="")
     for epoch in range(config.epochs):
         start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-        bar.reset(task, total=total, description=f"epoch {epoch + 1}/{config.epochs}")
+        bar.reset(task, total=total, description=_epoch_name(epoch, config.epochs, label))
         train_loss, train_acc = _train_epoch(
             model, train_loader, optimizer, hooks, lambda: bar.advance(task)
         )
@@ -314,8 +333,6 @@ def _epochs(
             seconds=time.perf_counter() - start,
         )
         bar.update(task, status=f"loss {train_loss:.4f}")
-        if not bar.disable:
-            bar.console.print(_summary(stats, config.epochs))
         yield stats
 
 
@@ -330,6 +347,7 @@ def fit(
     loss_fn: LossFn | None = None,
     after_backward: ModelHook | None = None,
     after_step: ModelHook | None = None,
+    label: str = "",
 ) -> FitReport:
     """Train ``model`` in place on ``train_loader``; validate after every epoch.
 
@@ -342,12 +360,13 @@ def fit(
         train_loader: yields ``(x, y)`` batches; it carries the batch size and shuffling.
         val_loader: optional validation batches, evaluated after every epoch.
         config: optimizer, schedule, epochs, seed.
-        progress: show a rich progress bar and one summary line per epoch.
+        progress: one line per epoch; a rich bar above it when stdout is a terminal.
         callbacks: ``callback(model, stats)`` after each epoch; returning True stops training.
         loss_fn: ``loss_fn(model, outputs, targets) -> scalar``; default: cross-entropy with
             ``config.label_smoothing``.
         after_backward: ``hook(model)`` after ``backward``, before ``optimizer.step``.
         after_step: ``hook(model)`` after ``optimizer.step``.
+        label: leads each epoch's line (``"prune 1/3 finetune"``: what the epochs are for).
 
     Returns:
         ``FitReport(history, best_val_accuracy, best_epoch)``.
@@ -363,8 +382,10 @@ def fit(
     history: list[EpochStats] = []
     with _rng_scope(model), _progress_bar(progress) as bar:
         torch.manual_seed(config.seed)
-        for stats in _epochs(model, train_loader, val_loader, config, hooks, bar):
+        for stats in _epochs(model, train_loader, val_loader, config, hooks, bar, label):
             history.append(stats)
+            if progress:
+                _log_epoch(bar, _summary(stats, config.epochs, label))
             if any([bool(cb(model, stats)) for cb in callbacks or ()]):
                 break
     return _report(history)

@@ -128,12 +128,13 @@ def _param_masks(layers: Layers, layer_masks: dict[str, Tensor], g: object) -> M
 def _finetune(
     model: nn.Module, keeper: MaskKeeper, config: PruneConfig, train: Batches, val, epochs: int,
     after_step: Callable[[nn.Module], None] | None = None, progress: bool = False,
+    label: str = "prune finetune",
 ) -> None:  # fmt: skip
     if epochs < 1:
         return
     fit_cfg = FitConfig(epochs=epochs, lr=config.lr, scheduler=config.scheduler, seed=config.seed)
     fit(
-        model, train, val, fit_cfg, progress=progress,
+        model, train, val, fit_cfg, progress=progress, label=label,
         after_backward=keeper.after_backward, after_step=after_step or keeper.after_step,
     )  # fmt: skip
 
@@ -142,7 +143,7 @@ def _accuracy(model: nn.Module, loader: Batches | None) -> float | None:
     return None if loader is None else evaluate(model, loader).accuracy
 
 
-def _gradual(model, layers, sparsities, config, calib, keeper, train, val, progress) -> None:
+def _gradual(model, layers, sparsities, config, calib, keeper, train, val, progress, label) -> None:
     """Zhu & Gupta: masks follow the cubic ramp while fine-tuning."""
     total = config.finetune_epochs * len(train)
     begin, freq = gradual_plan(total, config.iterations)
@@ -157,7 +158,8 @@ def _gradual(model, layers, sparsities, config, calib, keeper, train, val, progr
             keeper.update(compute_masks(model, layers, scaled, config, calib, keeper.masks))
         keeper.after_step(m)
 
-    _finetune(model, keeper, config, train, val, config.finetune_epochs, after_step, progress)
+    epochs = config.finetune_epochs
+    _finetune(model, keeper, config, train, val, epochs, after_step, progress, f"{label} finetune")
 
 
 def prune_model(
@@ -168,6 +170,7 @@ def prune_model(
     test_loader: Batches | None = None,
     progress: bool = False,
     sparsities: dict[str, float] | None = None,
+    label: str = "prune",
 ) -> PruneResult:
     """Prune ``model`` in place as ``config`` says; fine-tune with masks kept; bake them in.
 
@@ -180,6 +183,8 @@ def prune_model(
         progress: progress bars while fine-tuning.
         sparsities: explicit per-layer ratios (e.g. a sensitivity proposal); default: from
             ``config.sparsity`` and ``config.layers``.
+        label: leads the fine-tuning's progress lines, with the round of an iterative
+            schedule (``"prune 2/3 finetune epoch 1/4: ..."``).
 
     Returns:
         ``PruneResult(model, masks, report)``.
@@ -197,7 +202,7 @@ def prune_model(
     with keeper:
         if config.schedule == "gradual" and not isinstance(config.parsed_granularity(), NM):
             _gradual(model, layers, sparsities, config, calib, keeper, train_loader, val_loader,
-                     progress)  # fmt: skip
+                     progress, label)  # fmt: skip
         else:
             rounds = config.iterations if config.schedule == "iterative" else 1
             for k in range(rounds):
@@ -206,7 +211,9 @@ def prune_model(
                 keeper.update(compute_masks(model, layers, step, config, calib, keeper.masks))
                 acc_pruned = _accuracy(model, test_loader)
                 epochs = config.finetune_epochs
-                _finetune(model, keeper, config, train_loader, val_loader, epochs, None, progress)
+                name = f"{label} {k + 1}/{rounds} finetune" if rounds > 1 else f"{label} finetune"
+                _finetune(model, keeper, config, train_loader, val_loader, epochs, None, progress,
+                          name)  # fmt: skip
     make_permanent(model, keeper.masks)
     report = build_report(
         before, model, example, keeper.masks, config,

@@ -234,7 +234,7 @@ def sensitivity_scan(
     acc: dict[str, dict[int, float]] = {n: {} for n in names}
     loss: dict[str, dict[int, float]] = {n: {} for n in names}
     size: dict[str, dict[int, int]] = {n: {} for n in names}
-    with Progress(disable=not progress) as bar:
+    with Progress(disable=not progress, transient=True) as bar:  # no leftover bar in a log
         task = bar.add_task(f"{method} sensitivity", total=len(names) * len(bits))
         for name in names:
             weight = work.get_submodule(name).weight

@@ -72,6 +72,7 @@ def finetune_centroids(
     keep_best: bool = False,
     seed: int = 0,
     progress: bool = True,
+    label: str = "finetune_centroids",
 ) -> FitReport:
     """Fine-tune the centroids of every codebook layer in place, assignments fixed.
 
@@ -95,6 +96,7 @@ def finetune_centroids(
         keep_best: Restore the best state by validation accuracy (needs ``val_loader``).
         seed: Seed of the training loop.
         progress: Show a progress bar.
+        label: Leads each epoch's progress line.
 
     Returns:
         The ``FitReport`` of the fine-tuning run.
@@ -126,7 +128,7 @@ def finetune_centroids(
             p.requires_grad_(train_other or id(p) in centroids)
         config = FitConfig(epochs=epochs, lr=lr, optimizer="adam", scheduler=scheduler, seed=seed)
         callbacks = [best.update] if best is not None else None
-        report = fit(model, train_loader, val_loader, config, progress, callbacks)
+        report = fit(model, train_loader, val_loader, config, progress, callbacks, label=label)
         if best is not None:
             model.load_state_dict(best.state)
         return report
