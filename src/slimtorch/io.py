@@ -66,8 +66,9 @@ def _about_target(exc: OSError, target: Path) -> OSError:
     failed = Path(os.fsdecode(exc.filename)) if exc.filename is not None else None
     if failed is not None and failed != target and failed.name.endswith(".tmp"):
         failed = None  # the temporary file is ours; the user knows the target
-    where = "" if failed in (None, target) else f" {failed}"
-    detail = f"cannot write{where} ({what})"
+    detail = (
+        f"cannot write ({what})" if failed in (None, target) else f"cannot create {failed} ({what})"
+    )
     return OSError(exc.errno, detail, str(target))  # OSError(errno, ...) picks the subclass
 
 
