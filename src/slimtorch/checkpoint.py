@@ -190,7 +190,10 @@ def _read_weights(path: Path, expected: dict[str, Any]) -> bytes:
     """Read ``model.safetensors`` and check it against the header's size and SHA-256."""
     if not path.is_file():
         raise ModelError(f"checkpoint weights {path} are missing")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if len(data) != expected["bytes"]:
         raise ModelError(
             f"{path} is truncated or altered: {len(data)} bytes, header says {expected['bytes']}"

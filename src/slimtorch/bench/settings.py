@@ -50,6 +50,11 @@ DEFAULT_OFFLINE_BATCH_SIZE = 64
 DEFAULT_PEAK_REL_TOL = 0.05
 DEFAULT_WARMUP_QUERIES = 10
 
+# Sanity caps on user-set counts: the official MLPerf minimums are far below them (24,576
+# offline samples, 270,336 queries), and a larger request would run for days or exhaust memory.
+MAX_QUERY_COUNT = 10**7
+MAX_BATCH = 2**16
+
 
 def _scenario_defaults(scenario: str, preset: str) -> dict[str, Any]:
     mlperf = preset == "mlperf"
@@ -129,11 +134,14 @@ class TestSettings:
         self._validate()
 
     def _validate(self) -> None:
-        positive_ints = ("min_query_count", "samples_per_query", "server_max_batch")
-        positive_ints += ("offline_min_samples", "offline_batch_size")
-        for name in positive_ints:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        counts = {"min_query_count": MAX_QUERY_COUNT, "offline_min_samples": MAX_QUERY_COUNT}
+        counts |= dict.fromkeys(("samples_per_query", "server_max_batch"), MAX_BATCH)
+        counts["offline_batch_size"] = MAX_BATCH
+        for name, cap in counts.items():
+            if not 1 <= int(getattr(self, name)) <= cap:
+                raise ConfigError(
+                    f"{name}: expected an integer in [1, {cap:,}], got {getattr(self, name)}"
+                )
         _check(self.min_duration_s >= 0, "min_duration_s", ">= 0", self.min_duration_s)
         if self.max_duration_s is not None:
             _check(

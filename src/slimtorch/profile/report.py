@@ -42,6 +42,7 @@ from slimtorch.profile.trace import Trace, trace_model
 
 PROFILE_FORMAT_VERSION = 1
 BITS_PER_BYTE = 8
+MAX_RUNS = 10**6  # timed runs or warm-ups: beyond this a profile runs for hours, not a figure more
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,11 @@ class ProfileConfig:
     version: int = PROFILE_FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.runs < 1:
-            raise ConfigError(f"profile: runs must be >= 1 and warmup >= 0, got {self.runs}")
+        if not (0 <= self.warmup <= MAX_RUNS and 1 <= self.runs <= MAX_RUNS):
+            raise ConfigError(
+                f"profile: runs must be in [1, {MAX_RUNS:,}] and warmup in [0, {MAX_RUNS:,}], "
+                f"got runs={self.runs}, warmup={self.warmup}"
+            )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"profile: threads must be >= 1, got {self.threads}")
         if any(b < 1 for b in self.throughput_batch_sizes):
