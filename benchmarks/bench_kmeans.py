@@ -33,7 +33,7 @@ from sklearn.cluster import KMeans
 from slimtorch.data import load_digits, make_loaders
 from slimtorch.io import atomic_write_text
 from slimtorch.models import create_model
-from slimtorch.quantize import kmeans as km
+from slimtorch.quantize import kmeans1d as km1d
 from slimtorch.quantize.kmeans import KMeansConfig, kmeans_1d, kmeans_quantize_model
 from slimtorch.quantize.mixed import choose_bits, quantize_mixed, sensitivity_scan
 from slimtorch.quantize.trained import finetune_centroids, recalibrate_bn
@@ -178,7 +178,8 @@ def speed_row(args: argparse.Namespace) -> dict:
     kmeans_1d(x, k)
     ours = time.perf_counter() - start
     s = np.sort(x.numpy())
-    _, _, iterations = km._lloyd_sorted(s, np.linspace(float(s[0]), float(s[-1]), k), 300)
+    start_c = np.linspace(float(s[0]), float(s[-1]), k)[None]
+    _, _, iterations = km1d._lloyd_sorted(s[None], start_c, 300)
     c = torch.linspace(float(x.min()), float(x.max()), k)
     start = time.perf_counter()
     for _ in range(args.naive_iters):

@@ -51,7 +51,7 @@ def make_config(spec: str):
     if name in ("gptq", "gptq-act"):
         return c.GPTQConfig(bits, group, act_order=name == "gptq-act")
     if name == "kmeans":
-        return c.KMeansConfig(bits, group)
+        return c.GroupKMeansConfig(bits, group)
     raise SystemExit(f"unknown method spec {spec!r}")
 
 

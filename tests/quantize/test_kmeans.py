@@ -11,6 +11,7 @@ from sklearn.cluster import KMeans
 
 from slimtorch.errors import ConfigError
 from slimtorch.quantize import kmeans as km
+from slimtorch.quantize import kmeans1d
 from slimtorch.quantize.kmeans import KMeansConfig, kmeans_1d, kmeans_codebook
 
 
@@ -59,8 +60,8 @@ def test_matches_reference_lloyd(init: str, kind: str, k: int) -> None:
 
 
 def test_block_sums_path_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(km, "FULL_PREFIX_MAX", 100)
-    monkeypatch.setattr(km, "SUM_BLOCK", 64)
+    monkeypatch.setattr(kmeans1d, "FULL_PREFIX_MAX", 100)
+    monkeypatch.setattr(kmeans1d, "SUM_BLOCK", 64)
     x = sample("mixture", 3000, seed=1)
     ref_c, ref_a = reference_lloyd(x, independent_init(x, 8, "linear"))
     c, a = kmeans_1d(torch.from_numpy(x), 8)

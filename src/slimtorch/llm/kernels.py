@@ -10,9 +10,11 @@
   activations for decode, fp32 dequantized weights for prefill.
 - **fp32**: the model as loaded.
 
-Quantization: ``dequant = (q - 8) * scale + zero`` with ``q in 0..15``,
-``scale = (max - min) / 15`` and ``zero = min + 8 * scale`` per group (the kernel's
-convention), so ``q = round((w - min) / scale)``.
+Quantization is ``slimtorch.quantize``'s affine primitive: int4 is asymmetric, unsigned, per
+group, with a real offset (``q = round((w - min) / scale)`` in ``0..15``,
+``scale = (max - min) / 15``), stored in the kernel's convention
+``dequant = (q - 8) * scale + zero`` with ``zero = min + 8 * scale``; int8 is symmetric per
+output channel. Packing is ``slimtorch.quantize.packing``'s int4 CPU layout.
 
 Example:
     >>> import torch
@@ -35,13 +37,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slimtorch.errors import ConfigError
+from slimtorch.quantize.packing import (
+    INT4_CODE_OFFSET,
+    INT4_N_MULTIPLE,
+    pack_int4_cpu,
+    unpack_int4_cpu,
+)
+from slimtorch.quantize.primitives import (
+    PerChannel,
+    PerGroup,
+    QuantSpec,
+    choose_qparams,
+    quantize,
+)
 
 CONFIG_VERSION = 1
-INT4_LEVELS = 15  # 4-bit unsigned codes 0..15
-INT4_OFFSET = 8  # the kernel dequantizes (q - 8) * scale + zero
-INT8_MAX = 127
-INNER_K_TILES = 1  # layout argument of _convert_weight_to_int4pack_for_cpu
-INT4_N_MULTIPLE = 16  # _convert_weight_to_int4pack_for_cpu needs N % 16 == 0
+INT4_OFFSET = INT4_CODE_OFFSET  # the kernel dequantizes (q - 8) * scale + zero
+SCALE_EPS = 1e-8  # smallest step, so constant groups and rows do not divide by zero
+INT8_SPEC = QuantSpec(8, symmetric=True, signed=True, granularity=PerChannel(0), eps=SCALE_EPS)
 MODES = ("fp32", "int8", "int4")
 DEFAULT_LINEARS = r"(layers\.\d+\.(attention\.w[qkvo]|feed_forward\.w[123])|output)"
 
@@ -57,14 +70,30 @@ def quantize_int4_groups(w: Tensor, group_size: int) -> tuple[Tensor, Tensor, Te
         >>> q.tolist(), round(float(s), 4)
         ([[0, 5, 10, 15]], 0.2)
     """
-    n, k = w.shape
+    k = w.shape[1]
     if k % group_size:
         raise ConfigError(f"input features {k} not divisible by group_size {group_size}")
-    g = w.float().reshape(n, k // group_size, group_size)
-    lo, hi = g.amin(-1), g.amax(-1)
-    scale = ((hi - lo) / INT4_LEVELS).clamp_min(1e-8)
-    q = torch.round((g - lo[..., None]) / scale[..., None]).clamp(0, INT4_LEVELS)
-    return q.reshape(n, k).to(torch.int32), scale, lo + INT4_OFFSET * scale
+    spec, w = int4_spec(group_size), w.float()
+    qp = choose_qparams(w, spec)
+    q = quantize(w, qp, spec).to(torch.int32)
+    return q, qp.scale, qp.zero_point + INT4_OFFSET * qp.scale
+
+
+def int4_spec(group_size: int) -> QuantSpec:
+    """The int4 grid: asymmetric, unsigned, per group of inputs, real offset (``min``).
+
+    Example:
+        >>> int4_spec(32).q_max
+        15
+    """
+    return QuantSpec(
+        4,
+        symmetric=False,
+        signed=False,
+        granularity=PerGroup(group_size),
+        zero_point_domain="float",
+        eps=SCALE_EPS,
+    )
 
 
 def dequantize_int4_groups(q: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
@@ -133,7 +162,7 @@ class Int4Linear(nn.Module):
                 f"{INT4_N_MULTIPLE} (torch's int4 CPU packing)"
             )
         q, scale, zero = quantize_int4_groups(lin.weight.detach(), group_size)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, INNER_K_TILES)
+        packed = pack_int4_cpu(q)
         sz = torch.stack([scale.T, zero.T], dim=-1).to(torch.bfloat16).contiguous()
         deq = dequantize_int4_groups(q, sz[..., 0].T.float(), sz[..., 1].T.float())
         n, k = lin.weight.shape
@@ -152,13 +181,8 @@ class Int4Linear(nn.Module):
 
 
 def unpack_int4_codes(m: Int4Linear) -> Tensor:
-    """Recover the int4 codes by running the kernel on the identity (exact in bf16)."""
-    eye = torch.eye(m.in_features, dtype=torch.bfloat16)
-    ones = torch.stack(
-        [torch.ones_like(m.scales_zeros[..., 0]), torch.zeros_like(m.scales_zeros[..., 1])], -1
-    )
-    cols = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, m.packed, m.group_size, ones)
-    return (cols.T.float() + INT4_OFFSET).round().to(torch.int32)  # [N, K]
+    """The int4 codes ``[N, K]`` of a layer (``slimtorch.quantize.packing.unpack_int4_cpu``)."""
+    return unpack_int4_cpu(m.packed, m.out_features, m.in_features, m.group_size)
 
 
 class Int8Linear(nn.Module):
@@ -182,9 +206,9 @@ class Int8Linear(nn.Module):
         if lin.bias is not None:
             raise ConfigError("Int8Linear: Linear layers with a bias are not supported")
         w = lin.weight.detach().float()
-        scale = (w.abs().amax(1) / INT8_MAX).clamp_min(1e-8)
-        q = torch.round(w / scale[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
-        s = scale.to(torch.bfloat16)
+        qp = choose_qparams(w, INT8_SPEC)
+        q = quantize(w, qp, INT8_SPEC)  # |w / scale| <= 127: the range stays symmetric
+        s = qp.scale.reshape(-1).to(torch.bfloat16)
         deq = q.float() * s.float()[:, None]
         return cls(q, s, deq if keep_fp32 else None, prefill_rows)
 
@@ -274,7 +298,7 @@ def fuse_quantized(mods: Sequence[nn.Module]) -> nn.Module | None:
         if len(groups) != 1 or len({m.in_features for m in mods}) != 1:  # type: ignore[union-attr]
             return None
         codes = torch.cat([unpack_int4_codes(m) for m in mods], dim=0)  # type: ignore[arg-type]
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INNER_K_TILES)
+        packed = pack_int4_cpu(codes)
         sz = torch.cat([m.scales_zeros for m in mods], dim=1)  # [K/G, N, 2]
         n, k = codes.shape
         return Int4Linear(packed, sz, groups.pop(), k, n, None)

@@ -6,14 +6,15 @@ turns them into scores (solve), and masks are applied separately (apply). Observ
 - :func:`execution_order`: leaf modules in the order one forward pass runs them, used to find
   the normalization or activation that follows a layer without per-model rules;
 - :class:`ZeroCounter`: APoZ (average percentage of zeros) per channel of a module's output;
-- :class:`InputGram`: the Gram matrix ``sum x x^T`` of a Linear/Conv2d layer's inputs
-  (im2col columns for a convolution), the layer-wise Hessian of OBS;
+- :func:`layer_hessians`: the layer-wise Hessian ``2 X X^T / n`` of Linear/Conv2d layers'
+  inputs (im2col columns for a convolution), accumulated by
+  ``slimtorch.quantize.calibration.HessianAccumulator`` (OBS, regression pruning);
 - :class:`InputSampler`: a bounded sample of a layer's input columns (regression pruning).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slimtorch.errors import ConfigError
+from slimtorch.quantize.calibration import HessianAccumulator, Observer
 
 Batches = Iterable[Sequence[Tensor]]
 
@@ -148,25 +150,50 @@ def input_columns(layer: nn.Module, x: Tensor) -> Tensor:
     )
 
 
-class InputGram:
-    """Accumulates ``G = sum_n x_n x_n^T`` over a layer's input columns (float64)."""
+def observe_layer_inputs(
+    model: nn.Module,
+    observers: dict[str, Observer],
+    batches: Batches,
+    limit: int | None = None,
+) -> None:
+    """Run the calibration batches once, each named layer's input columns (``[samples,
+    features]``, im2col for a convolution) going to its observer's ``add_batch``.
 
-    def __init__(self, layer: nn.Module) -> None:
-        self.layer = layer
-        self.gram: Tensor | None = None
-        self.count = 0
+    Example:
+        >>> m = nn.Sequential(nn.Linear(2, 1))
+        >>> acc = HessianAccumulator(2)
+        >>> observe_layer_inputs(m, {"0": acc}, [(torch.tensor([[1.0, 0.0]]),)])
+        >>> acc.hessian().round(decimals=4).tolist()
+        [[2.0, 0.0], [0.0, 0.0]]
+    """
+    modules = dict(model.named_modules())
 
-    def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...], output: object) -> None:
-        cols = input_columns(self.layer, inputs[0].detach()).double()  # [d, n]
-        g = cols @ cols.T
-        self.gram = g if self.gram is None else self.gram + g
-        self.count += cols.shape[1]
+    def feed(layer: nn.Module, observer: Observer) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: object) -> None:
+            observer.add_batch(input_columns(layer, inputs[0].detach()).T)
 
-    def hessian(self) -> Tensor:
-        """``2 G / n``: the Hessian of the mean squared output error in the weights of a row."""
-        if self.gram is None:
-            raise ConfigError("OBS: the layer never ran on the calibration data")
-        return 2.0 * self.gram / self.count
+        return hook
+
+    with forward_hooks({modules[n]: feed(modules[n], o) for n, o in observers.items()}):
+        run_batches(model, batches, limit)
+
+
+def layer_hessians(
+    model: nn.Module, names: Sequence[str], batches: Batches, limit: int | None = None
+) -> dict[str, HessianAccumulator]:
+    """Float64 :class:`~slimtorch.quantize.calibration.HessianAccumulator` of each named
+    Linear/Conv2d layer's input columns, over one pass of the calibration batches.
+
+    Raises:
+        ConfigError: a layer never ran on the calibration data.
+    """
+    modules = dict(model.named_modules())
+    accs = {n: HessianAccumulator(modules[n].weight[0].numel(), dtype=torch.float64) for n in names}
+    observe_layer_inputs(model, dict(accs), batches, limit)
+    for name, acc in accs.items():
+        if acc.count == 0:
+            raise ConfigError(f"layer {name!r} never ran on the calibration data")
+    return accs
 
 
 class InputSampler:

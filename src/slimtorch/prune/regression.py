@@ -23,7 +23,7 @@ from sklearn.linear_model import lars_path_gram
 from torch import Tensor, nn
 
 from slimtorch.errors import ConfigError
-from slimtorch.prune.obs import Batches, InputGram, forward_hooks, run_batches
+from slimtorch.prune.obs import Batches, layer_hessians
 
 METHODS: tuple[str, ...] = ("lasso", "greedy")
 LSTSQ_RIDGE = 1e-8  # relative ridge on M[S, S] so dead inputs do not make it singular
@@ -152,14 +152,10 @@ def regression_prune_layers(
         name -> kept mask of the layer's weight shape.
     """
     modules = dict(model.named_modules())
-    grams = {name: InputGram(modules[name]) for name in sparsities}
-    with forward_hooks({modules[n]: g for n, g in grams.items()}):
-        run_batches(model, batches, limit)
+    hessians = layer_hessians(model, list(sparsities), batches, limit)
     masks = {}
     for name, sparsity in sparsities.items():
-        layer, gram = modules[name], grams[name].gram
-        if gram is None:
-            raise ConfigError(f"regression pruning: layer {name!r} never ran")
+        layer, gram = modules[name], hessians[name].gram()
         new_w, masks[name] = regression_prune(layer.weight, gram, sparsity, method)
         with torch.no_grad():
             layer.weight.copy_(new_w)

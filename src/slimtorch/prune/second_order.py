@@ -8,7 +8,8 @@
   2022): for a row ``w`` of a layer with input columns ``X`` the loss ``||w X - w' X||^2`` has
   Hessian ``H = 2 X X^T / n``; removing weight ``q`` costs ``w_q^2 / (2 [H^-1]_qq)`` and the
   other weights move by ``-w_q / [H^-1]_qq * H^-1[:, q]``. :func:`obs_prune` removes weights
-  greedily, row by row, the same number per row.
+  greedily, row by row, the same number per row. Hessians and the damped inverse (Cholesky, as
+  GPTQ) come from ``slimtorch.quantize.calibration``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from torch.func import functional_call, grad, vmap
 
 from slimtorch.errors import ConfigError
 from slimtorch.prune.masks import num_pruned
-from slimtorch.prune.obs import Batches, InputGram, first_batches, forward_hooks, run_batches
+from slimtorch.prune.obs import Batches, first_batches, layer_hessians
+from slimtorch.quantize.calibration import damped_inverse
 
 OBS_DAMP = 0.01  # dampening, as a fraction of the mean Hessian diagonal (GPTQ/OBC's percdamp)
 OBS_MAX_INPUTS = 2048  # a full d x d inverse Hessian per row is only practical for small d
@@ -110,15 +112,6 @@ def hutchinson_diagonal(
     return {name: t / count for name, t in zip(layers, totals, strict=True)}
 
 
-def damped_inverse(hessian: Tensor, damp: float = OBS_DAMP) -> Tensor:
-    """``(H + damp * mean(diag H) * I)^-1`` in float64 (dead inputs get a unit diagonal)."""
-    h = hessian.double().clone()
-    dead = torch.diagonal(h) == 0
-    h[dead, dead] = 1.0
-    h += damp * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
-    return torch.linalg.inv(h)
-
-
 def obs_prune_row(w: Tensor, hinv: Tensor, count: int) -> tuple[Tensor, Tensor]:
     """Greedy OBS on one row: remove ``count`` weights, compensating with the others.
 
@@ -171,7 +164,7 @@ def obs_prune(
         raise ConfigError(f"OBS: Hessian {list(hessian.shape)} does not match weight [{rows}, {d}]")
     if d > OBS_MAX_INPUTS:
         raise ConfigError(f"OBS: {d} inputs per row exceeds the limit {OBS_MAX_INPUTS}")
-    hinv = damped_inverse(hessian, damp)
+    hinv = damped_inverse(hessian.double(), damp)  # dead inputs get a unit diagonal
     total = num_pruned(rows * d, sparsity)
     new_w = torch.zeros(rows, d, dtype=torch.float64)
     kept = torch.ones(rows, d, dtype=torch.bool)
@@ -199,14 +192,12 @@ def obs_prune_layers(
         name -> kept mask of the layer's weight shape.
     """
     modules = dict(model.named_modules())
-    grams = {name: InputGram(modules[name]) for name in sparsities}
-    with forward_hooks({modules[n]: g for n, g in grams.items()}):
-        run_batches(model, batches, limit)
+    hessians = layer_hessians(model, list(sparsities), batches, limit)
     masks = {}
     for name, sparsity in sparsities.items():
         layer = modules[name]
         flat = layer.weight.detach().reshape(layer.weight.shape[0], -1)  # [out, d]
-        new_w, kept = obs_prune(flat, grams[name].hessian(), sparsity, damp)
+        new_w, kept = obs_prune(flat, hessians[name].hessian(), sparsity, damp)
         with torch.no_grad():
             layer.weight.copy_(new_w.reshape(layer.weight.shape))
         masks[name] = kept.reshape(layer.weight.shape)

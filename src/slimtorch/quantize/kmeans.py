@@ -3,12 +3,9 @@
 Each layer's weights are clustered into ``2**bits`` shared values (a codebook); the layer then
 stores ``bits``-bit indices plus the codebook. Three pieces:
 
-- :func:`kmeans_1d`, the solver: exact Lloyd iterations on *sorted* values. The values are
-  sorted once; in 1-D every cluster is an interval of the sorted array, so an iteration is a
-  binary search for the ``k - 1`` midpoints between neighbouring centroids plus ``k`` range sums
-  from block partial sums (float64), i.e. ``O(k log n)`` instead of ``O(n k)``. Iterations stop
-  when no boundary moves, which is the fixed point of the ordinary Lloyd algorithm
-  (same initialization, same result). 100 million weights take seconds (see BENCHMARKS.md).
+- :func:`~slimtorch.quantize.kmeans1d.kmeans_1d`, the solver (exact Lloyd iterations on
+  sorted values, ``O(k log n)`` per iteration; the LLM path's per-row codebooks run the same
+  solver). 100 million weights take seconds (see BENCHMARKS.md).
 - :func:`kmeans_codebook`, sparse-aware: when a weight contains exact zeros (left by
   pruning) the zeros are not clustered; codebook entry 0 is reserved for an exact 0 and the
   nonzeros share the other ``2**bits - 1`` entries.
@@ -31,12 +28,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from slimtorch.errors import ConfigError
 from slimtorch.profile.size import WeightFormat
+from slimtorch.quantize.kmeans1d import (
+    DEFAULT_MAX_ITER,
+    KMEANS_INITS,
+    KMeansInit,
+    _is_int,
+    kmeans_1d,
+)
 from slimtorch.quantize.kmeans_module import (
     MAX_INDEX_BITS,
     NO_ZERO_INDEX,
@@ -44,14 +47,11 @@ from slimtorch.quantize.kmeans_module import (
 )
 from slimtorch.quantize.report import QuantReport, layer_report
 
-KMeansInit = Literal["linear", "density", "random"]
-KMEANS_INITS: tuple[str, ...] = ("linear", "density", "random")
+__all__ = ["KMeansConfig", "kmeans_1d", "kmeans_codebook", "kmeans_quantize_model"]
+
 KMEANS_CONFIG_VERSION = 1
 MIN_BITS = 1
-DEFAULT_MAX_ITER = 300  # an iteration costs O(k log n); Lloyd in 1-D converges well before
 CODEBOOK_ENTRY_BITS = 32  # centroids are stored as fp32
-SUM_BLOCK = 4096  # values per block of the float64 partial sums of large arrays
-FULL_PREFIX_MAX = 1 << 22  # up to this many values, a full float64 prefix sum
 ZERO_INDEX = 0  # codebook entry reserved for exact zeros in a sparse weight
 
 
@@ -118,10 +118,6 @@ class KMeansConfig:
         return any(_name_matches(p, name) for p in self.exclude)
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _check_bits(name: str, bits: object) -> None:
     if not _is_int(bits) or not MIN_BITS <= bits <= MAX_INDEX_BITS:  # type: ignore[operator]
         raise ConfigError(
@@ -138,121 +134,6 @@ def _check_pattern(pattern: str) -> None:
 
 def _name_matches(pattern: str, name: str) -> bool:
     return pattern == name or re.fullmatch(pattern, name) is not None
-
-
-class _RangeSums:
-    """Sums of ``sorted_values[a:b]`` in float64: a full prefix sum for small arrays, per-block
-    partial sums (plus the partial block at each end) for large ones."""
-
-    def __init__(self, values: np.ndarray) -> None:
-        block = 1 if len(values) <= FULL_PREFIX_MAX else SUM_BLOCK
-        n_blocks = len(values) // block
-        self.block = block
-        blocks = values[: n_blocks * block].reshape(n_blocks, block)
-        self.values, self.blocks = values, blocks
-        self.prefix = np.concatenate([[0.0], np.cumsum(blocks.sum(axis=1, dtype=np.float64))])
-
-    def prefix_sums(self, ends: np.ndarray) -> np.ndarray:
-        """``sum(values[:e])`` for every ``e`` in ``ends``."""
-        full = ends // self.block
-        out = self.prefix[full]
-        if self.block > 1:  # add the partial block before each end (k + 1 short sums)
-            for i, (e, b) in enumerate(zip(ends, full, strict=True)):
-                out[i] += self.values[b * self.block : e].sum(dtype=np.float64)
-        return out
-
-
-def _initial_centroids(sorted_values: np.ndarray, k: int, init: str, seed: int) -> np.ndarray:
-    """Sorted float64 start centroids ``[k]``."""
-    n = len(sorted_values)
-    if init == "linear":  # Deep Compression Sec. 3.2: evenly spaced over [min, max]
-        return np.linspace(float(sorted_values[0]), float(sorted_values[-1]), k)
-    if init == "density":  # evenly spaced in the CDF: the (i + 0.5) / k quantiles
-        positions = ((np.arange(k) + 0.5) / k * n).astype(np.int64)
-        return sorted_values[np.minimum(positions, n - 1)].astype(np.float64)
-    if init == "random":  # Forgy: k distinct observations (repeats only when n < k)
-        picks = np.random.default_rng(seed).choice(n, size=k, replace=n < k)
-        return np.sort(sorted_values[picks].astype(np.float64))
-    raise ConfigError(f"init: expected one of {', '.join(KMEANS_INITS)}, got {init!r}")
-
-
-def _boundaries(centroids: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Midpoints between neighbouring centroids, rounded down to ``dtype``.
-
-    Rounding down keeps ``v <= boundary`` exact for values ``v`` of ``dtype``.
-    """
-    mid = (centroids[:-1] + centroids[1:]) / 2  # float64 [k-1]
-    low = mid.astype(dtype)
-    return np.where(low.astype(np.float64) > mid, np.nextafter(low, dtype.type(-np.inf)), low)
-
-
-def _lloyd_sorted(
-    sorted_values: np.ndarray, centroids: np.ndarray, max_iter: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Lloyd iterations on sorted values; returns (centroids float64, boundaries, iterations)."""
-    n, sums = len(sorted_values), _RangeSums(sorted_values)
-    ends, iterations = None, 0
-    for iterations in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
-        bounds = _boundaries(centroids, sorted_values.dtype)
-        new_ends = np.searchsorted(sorted_values, bounds, side="right")  # cluster i: (b_i-1, b_i]
-        if ends is not None and np.array_equal(new_ends, ends):
-            break
-        ends = new_ends
-        edges = np.concatenate([[0], ends, [n]])
-        counts, totals = np.diff(edges), np.diff(sums.prefix_sums(edges))
-        means = totals / np.maximum(counts, 1)
-        # a mean lies within its cluster's range; clipping absorbs prefix-sum rounding so
-        # centroids stay ordered even for clusters of tiny values next to large ones
-        lowest = sorted_values[np.minimum(edges[:-1], n - 1)]
-        highest = sorted_values[np.maximum(edges[1:] - 1, 0)]
-        means = np.clip(means, lowest, highest)
-        centroids = np.where(counts > 0, means, centroids)  # an empty cluster keeps its centroid
-    return centroids, _boundaries(centroids, sorted_values.dtype), iterations
-
-
-def kmeans_1d(
-    values: Tensor,
-    k: int,
-    init: KMeansInit = "linear",
-    max_iter: int = DEFAULT_MAX_ITER,
-    seed: int = 0,
-) -> tuple[Tensor, Tensor]:
-    """Cluster the scalars in ``values`` into ``k`` centroids (Lloyd's algorithm, exact).
-
-    Ties go to the lower centroid (as ``argmin`` of distances would); an empty cluster keeps
-    its centroid. The input is not modified.
-
-    Args:
-        values: Float tensor of any shape (flattened); must hold at least one value.
-        k: Number of centroids (>= 1).
-        init: ``"linear"``, ``"density"`` or ``"random"`` (see :class:`KMeansConfig`).
-        max_iter: Lloyd iterations at most.
-        seed: Seed of the ``"random"`` initialization.
-
-    Returns:
-        ``(centroids, assignments)``: centroids ascending ``[k]`` in ``values``' float dtype
-        (float32 for half types), assignments ``int64`` indices shaped like ``values``.
-
-    Example:
-        >>> c, a = kmeans_1d(torch.tensor([1.0, 2.0, 9.0, 10.0, 11.0]), k=2, init="density")
-        >>> c.tolist(), a.tolist()
-        ([1.5, 10.0], [0, 0, 1, 1, 1])
-    """
-    if not _is_int(k) or k < 1:
-        raise ConfigError(f"k: expected an integer >= 1, got {k!r}")
-    if not _is_int(max_iter) or max_iter < 1:
-        raise ConfigError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
-    if values.numel() == 0 or not values.is_floating_point():
-        raise ConfigError("values: expected a non-empty floating-point tensor")
-    dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
-    flat = values.detach().reshape(-1).to(device="cpu", dtype=dtype)
-    if not bool(torch.isfinite(flat).all()):
-        raise ConfigError("values: contains NaN or infinity")
-    sorted_values = np.sort(flat.numpy())
-    start = _initial_centroids(sorted_values, k, init, seed)
-    centroids, bounds, _ = _lloyd_sorted(sorted_values, start, max_iter)
-    assignments = torch.bucketize(flat, torch.from_numpy(bounds), right=False)  # [n]
-    return torch.from_numpy(centroids).to(dtype), assignments.view(values.shape)
 
 
 def kmeans_codebook(

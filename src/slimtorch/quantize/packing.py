@@ -7,6 +7,10 @@ the bottom, and 3-bit values straddle bytes. Signed values are stored in ``bits`
 complement. The packed size is ``ceil(numel * bits / 8)`` bytes, which is what
 ``slimtorch.profile.size`` counts (plus scales and zero points).
 
+:func:`pack_int4_cpu` / :func:`unpack_int4_cpu` hold the other 4-bit layout in use: torch's
+packed int4 weight for ``aten._weight_int4pack_mm_for_cpu`` (the LLM int4 Linear of
+``slimtorch.llm.kernels``), which interleaves rows and so cannot be cut or concatenated.
+
 Example:
     >>> import torch
     >>> p = pack(torch.tensor([1, -2, 7], dtype=torch.int8), bits=4, signed=True)
@@ -25,6 +29,9 @@ from slimtorch.errors import ConfigError
 
 MAX_PACK_BITS = 16
 BYTE_BITS = 8
+INT4_INNER_K_TILES = 1  # layout argument of aten._convert_weight_to_int4pack_for_cpu
+INT4_N_MULTIPLE = 16  # aten._convert_weight_to_int4pack_for_cpu needs N % 16 == 0
+INT4_CODE_OFFSET = 8  # the int4 kernel computes (q - 8) * scale + zero
 
 
 @dataclass(frozen=True)
@@ -135,3 +142,40 @@ def _unpacked_dtype(bits: int, signed: bool) -> torch.dtype:
     if bits <= BYTE_BITS:
         return torch.int8 if signed else torch.uint8
     return torch.int16 if signed else torch.int32
+
+
+def pack_int4_cpu(codes: Tensor) -> Tensor:
+    """Unsigned 4-bit codes ``[N, K]`` (0..15) in torch's packed int4 CPU weight layout.
+
+    Args:
+        codes: integer codes, ``N`` a multiple of ``INT4_N_MULTIPLE``.
+
+    Returns:
+        The packed tensor for ``aten._weight_int4pack_mm_for_cpu``.
+
+    Example:
+        >>> codes = torch.randint(0, 16, (16, 64), generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(unpack_int4_cpu(pack_int4_cpu(codes), 16, 64, 32), codes.int())
+        True
+    """
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+        codes.to(torch.int32), INT4_INNER_K_TILES
+    )
+
+
+def unpack_int4_cpu(packed: Tensor, out_features: int, in_features: int, group_size: int) -> Tensor:
+    """Inverse of :func:`pack_int4_cpu`: the codes (int32 ``[N, K]``), recovered by running the
+    kernel on the identity with unit scales and zero offsets (exact in bf16).
+
+    Args:
+        packed: a packed int4 weight.
+        out_features, in_features: ``N`` and ``K``.
+        group_size: a group size the kernel accepts for ``K``.
+    """
+    eye = torch.eye(in_features, dtype=torch.bfloat16)
+    n_groups = in_features // group_size
+    ones = torch.stack(
+        [torch.ones(n_groups, out_features), torch.zeros(n_groups, out_features)], -1
+    ).to(torch.bfloat16)
+    cols = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, packed, group_size, ones)
+    return (cols.T.float() + INT4_CODE_OFFSET).round().to(torch.int32)  # [N, K]

@@ -8,11 +8,15 @@ The mapping is the one of Jacob et al. (2018) and the course notes:
   (unsigned), the restricted range used by TensorRT and gpt-fast;
 - ``q = clamp(round(r / S) + Z, q_min, q_max)``; ``r_hat = S (q - Z)``.
 
-Granularity is data: ``PerTensor()``, ``PerChannel(axis)``, ``PerGroup(size, axis=-1)``. Each
-becomes a *block size* (as in torchao's ``quant_primitives``): the extent of one block along
-every dimension. A tensor is viewed as ``(n0, b0, n1, b1, ...)``; statistics reduce over the
-``b`` dims, and scales have shape ``(n0, n1, ...)`` (``shape // block``), so one function
-serves all three.
+With ``zero_point_domain="float"`` (torchao's ``ZeroPointDomain.FLOAT``; llama.cpp's Q4_1, the
+LLM weight grids of :mod:`slimtorch.llm.compress` and the int4 CPU kernel) the zero point is a
+real offset instead: ``r_hat = S q + m``. Asymmetric: ``m = r_min`` and the range is *not*
+widened to include 0, ``q = clamp(round((r - m) / S), 0, 2**bits - 1)``; symmetric: ``m = 0``.
+
+Granularity is data (:mod:`slimtorch.quantize.granularity`): ``PerTensor()``,
+``PerChannel(axis)``, ``PerGroup(size, axis=-1)``, each a *block size* as in torchao's
+``quant_primitives``, so one function serves all three. Statistics are computed in float32
+(float64 for a float64 input); scales are kept in ``scale_dtype``, rounded up.
 
 Example:
     >>> import torch
@@ -35,78 +39,54 @@ import torch
 from torch import Tensor
 
 from slimtorch.errors import ConfigError
+from slimtorch.quantize.granularity import (
+    Granularity,
+    PerChannel,
+    PerGroup,
+    PerTensor,
+    block_size,
+    expand_blocks,
+    from_blocks,
+    granularity_from_dict,
+    granularity_from_name,
+    granularity_to_dict,
+    to_blocks,
+)
+
+__all__ = [
+    "Granularity",
+    "PerChannel",
+    "PerGroup",
+    "PerTensor",
+    "QParams",
+    "QuantSpec",
+    "block_size",
+    "choose_qparams",
+    "dequantize",
+    "dequantize_affine",
+    "expand_blocks",
+    "fake_quantize",
+    "granularity_from_dict",
+    "granularity_from_name",
+    "granularity_to_dict",
+    "qparams_from_range",
+    "quantization_error",
+    "quantize",
+    "quantize_affine",
+    "to_blocks",
+]
 
 ALLOWED_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
-SCALE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SCALE_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,  # scales kept as computed (float64 for a float64 input)
+}
 ZERO_POINT_DTYPE = torch.int32
+ZERO_POINT_DOMAINS = ("int", "float")
 MIN_SCALE = torch.finfo(torch.float32).eps  # a constant block (all zeros) still gets S > 0
 SPEC_VERSION = 1
-
-
-@dataclass(frozen=True)
-class PerTensor:
-    """One scale (and zero point) for the whole tensor."""
-
-
-@dataclass(frozen=True)
-class PerChannel:
-    """One scale per index along ``axis`` (output channels: ``axis=0``)."""
-
-    axis: int = 0
-
-
-@dataclass(frozen=True)
-class PerGroup:
-    """One scale per ``size`` consecutive values along ``axis`` (the input dim: ``-1``)."""
-
-    size: int
-    axis: int = -1
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.size, int) or self.size < 1:
-            raise ConfigError(f"PerGroup.size: expected a positive integer, got {self.size!r}")
-
-
-Granularity = PerTensor | PerChannel | PerGroup
-
-
-def granularity_from_name(name: str, group_size: int | None = None, axis: int = 0) -> Granularity:
-    """``"tensor"``, ``"channel"`` or ``"group"`` (with ``group_size``) as a granularity.
-
-    Example:
-        >>> granularity_from_name("group", 32)
-        PerGroup(size=32, axis=-1)
-    """
-    if name == "tensor":
-        return PerTensor()
-    if name == "channel":
-        return PerChannel(axis)
-    if name == "group":
-        if group_size is None:
-            raise ConfigError("granularity 'group' needs a group size (--group-size)")
-        return PerGroup(group_size)
-    raise ConfigError(f"granularity: expected tensor, channel or group, got {name!r}")
-
-
-def granularity_to_dict(g: Granularity) -> dict[str, Any]:
-    """A JSON-able description: ``{"kind": "channel", "axis": 0}``."""
-    if isinstance(g, PerChannel):
-        return {"kind": "channel", "axis": g.axis}
-    if isinstance(g, PerGroup):
-        return {"kind": "group", "size": g.size, "axis": g.axis}
-    return {"kind": "tensor"}
-
-
-def granularity_from_dict(d: dict[str, Any]) -> Granularity:
-    """Inverse of :func:`granularity_to_dict`."""
-    kind = d.get("kind")
-    if kind == "channel":
-        return PerChannel(int(d["axis"]))
-    if kind == "group":
-        return PerGroup(int(d["size"]), int(d.get("axis", -1)))
-    if kind == "tensor":
-        return PerTensor()
-    raise ConfigError(f"granularity: unknown kind {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -118,9 +98,12 @@ class QuantSpec:
         symmetric: ``Z`` fixed at the middle of the range (0 when signed); needs bits >= 2.
         signed: integers in ``[-2**(bits-1), 2**(bits-1) - 1]``, else ``[0, 2**bits - 1]``.
         granularity: ``PerTensor()``, ``PerChannel(axis)`` or ``PerGroup(size, axis)``.
-        scale_dtype: dtype scales are kept in: ``"float32"``, ``"float16"`` or ``"bfloat16"``
-            (zero points are int32).
+        scale_dtype: dtype scales are kept in: ``"float32"``, ``"float16"``, ``"bfloat16"``
+            or ``"float64"`` (as computed: float32 values for a float32 input).
         version: serialization version.
+        zero_point_domain: ``"int"`` (int32 ``Z``, real 0 exact) or ``"float"`` (a real offset
+            ``m``: ``r = S q + m``; asymmetric needs unsigned integers).
+        eps: smallest scale (a constant block still gets ``S > 0``).
 
     Example:
         >>> QuantSpec(bits=4).q_min, QuantSpec(bits=4).q_max
@@ -133,6 +116,8 @@ class QuantSpec:
     granularity: Granularity = field(default_factory=PerTensor)
     scale_dtype: str = "float32"
     version: int = SPEC_VERSION
+    zero_point_domain: str = "int"
+    eps: float = MIN_SCALE
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, int) or self.bits not in ALLOWED_BITS:
@@ -147,6 +132,14 @@ class QuantSpec:
             raise ConfigError(
                 f"scale_dtype: expected one of {', '.join(SCALE_DTYPES)}, got {self.scale_dtype!r}"
             )
+        if self.zero_point_domain not in ZERO_POINT_DOMAINS:
+            raise ConfigError(
+                f"zero_point_domain: expected 'int' or 'float', got {self.zero_point_domain!r}"
+            )
+        if self.float_zero and self.signed:
+            raise ConfigError("zero_point_domain 'float': asymmetric grids need signed=False")
+        if not (isinstance(self.eps, float) and math.isfinite(self.eps) and self.eps > 0):
+            raise ConfigError(f"eps: expected a positive float, got {self.eps!r}")
 
     @property
     def q_min(self) -> int:
@@ -159,6 +152,11 @@ class QuantSpec:
         return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
 
     @property
+    def float_zero(self) -> bool:
+        """Asymmetric with a real offset (``r = S q + r_min``)."""
+        return self.zero_point_domain == "float" and not self.symmetric
+
+    @property
     def storage_dtype(self) -> torch.dtype:
         """Integer dtype that holds one unpacked value."""
         if self.bits <= 8:
@@ -166,7 +164,12 @@ class QuantSpec:
         return torch.int16 if self.signed else torch.int32
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (inverse: :meth:`from_dict`)."""
+        """JSON-able form (inverse: :meth:`from_dict`); defaults of the later fields omitted."""
+        extra: dict[str, Any] = {}
+        if self.zero_point_domain != "int":
+            extra["zero_point_domain"] = self.zero_point_domain
+        if self.eps != MIN_SCALE:
+            extra["eps"] = self.eps
         return {
             "bits": self.bits,
             "symmetric": self.symmetric,
@@ -174,6 +177,7 @@ class QuantSpec:
             "granularity": granularity_to_dict(self.granularity),
             "scale_dtype": self.scale_dtype,
             "version": self.version,
+            **extra,
         }
 
     @classmethod
@@ -186,75 +190,29 @@ class QuantSpec:
             granularity_from_dict(d["granularity"]),
             str(d["scale_dtype"]),
             int(d.get("version", SPEC_VERSION)),
+            str(d.get("zero_point_domain", "int")),
+            float(d.get("eps", MIN_SCALE)),
         )
 
 
 @dataclass(frozen=True)
 class QParams:
-    """Scales (``spec.scale_dtype``) and zero points (int32), shaped ``shape // block``."""
+    """Scales (``spec.scale_dtype``) and zero points, shaped ``shape // block``: int32 ``Z``,
+    or a real offset ``m`` (float32, float64 for a float64 input) in the float domain."""
 
     scale: Tensor
     zero_point: Tensor
 
 
-def block_size(shape: tuple[int, ...] | torch.Size, granularity: Granularity) -> tuple[int, ...]:
-    """The extent of one quantization block along every dimension.
-
-    Args:
-        shape: tensor shape.
-        granularity: which values share a scale.
-
-    Returns:
-        A tuple as long as ``shape``; ``shape[d] % block[d] == 0`` for every ``d``.
-
-    Example:
-        >>> block_size((4, 6), PerChannel(0)), block_size((4, 6), PerGroup(3))
-        ((1, 6), (1, 3))
-    """
-    shape = tuple(shape)
-    if isinstance(granularity, PerTensor):
-        return shape
-    axis = _axis(granularity.axis, len(shape))
-    if isinstance(granularity, PerChannel):
-        return tuple(1 if d == axis else n for d, n in enumerate(shape))
-    if shape[axis] % granularity.size:
-        raise ConfigError(
-            f"group size {granularity.size} does not divide dim {axis} "
-            f"of size {shape[axis]} (shape {list(shape)})"
-        )
-    return tuple(granularity.size if d == axis else 1 for d in range(len(shape)))
-
-
-def _axis(axis: int, ndim: int) -> int:
-    if not -ndim <= axis < ndim:
-        raise ConfigError(f"granularity axis {axis} out of range for a {ndim}-d tensor")
-    return axis % ndim
-
-
-def _blocked_shape(shape: tuple[int, ...], block: tuple[int, ...]) -> tuple[int, ...]:
-    """``(n0, b0, n1, b1, ...)`` for viewing a tensor block by block."""
-    return tuple(v for n, b in zip(shape, block, strict=True) for v in (n // b, b))
-
-
-def to_blocks(x: Tensor, spec: QuantSpec) -> tuple[Tensor, tuple[int, ...]]:
-    """``x`` viewed as ``(n0, b0, n1, b1, ...)`` plus the scale shape ``(n0, n1, ...)``."""
-    if x.dim() == 0:
-        x = x.reshape(1)
-    block = block_size(x.shape, spec.granularity)
-    return x.reshape(_blocked_shape(tuple(x.shape), block)), tuple(
-        n // b for n, b in zip(x.shape, block, strict=True)
-    )
-
-
-def expand_blocks(p: Tensor) -> Tensor:
-    """A ``(n0, n1, ...)`` parameter as ``(n0, 1, n1, 1, ...)`` to broadcast over blocks."""
-    return p.reshape(tuple(v for n in p.shape for v in (n, 1)))
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """float64 for a float64 tensor, else float32: the dtype statistics are computed in."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _round_scale_up(scale: Tensor, dtype: torch.dtype) -> Tensor:
     """Cast to the storage dtype, rounding up so the range still covers the data."""
     stored = scale.to(dtype)
-    low = stored.float() < scale
+    low = stored.to(scale.dtype) < scale
     if bool(low.any()):
         bumped = torch.nextafter(stored, torch.full_like(stored, math.inf))
         stored = torch.where(low, bumped, stored)
@@ -267,28 +225,38 @@ def qparams_from_range(r_min: Tensor, r_max: Tensor, spec: QuantSpec) -> QParams
     Args:
         r_min: per-block minima (any shape; the result has the same shape).
         r_max: per-block maxima.
-        spec: bits, symmetry, signedness and scale dtype.
+        spec: bits, symmetry, signedness, zero-point domain and scale dtype.
 
     Returns:
-        ``QParams``; real 0 is exactly representable.
+        ``QParams``; in the int domain real 0 is exactly representable.
 
     Example:
         >>> qp = qparams_from_range(torch.tensor(-1.0), torch.tensor(1.0), QuantSpec(bits=8))
         >>> round(qp.scale.item() * 127, 6), qp.zero_point.item()
         (1.0, 0)
+        >>> spec = QuantSpec(2, False, False, zero_point_domain="float")
+        >>> qp = qparams_from_range(torch.tensor(1.0), torch.tensor(4.0), spec)
+        >>> qp.scale.item(), qp.zero_point.item()
+        (1.0, 1.0)
     """
-    r_min = torch.clamp(r_min.float(), max=0.0)
-    r_max = torch.clamp(r_max.float(), min=0.0)
+    dtype = compute_dtype(r_min)
+    r_min, r_max = r_min.to(dtype), r_max.to(dtype)
+    if not spec.float_zero:
+        r_min, r_max = torch.clamp(r_min, max=0.0), torch.clamp(r_max, min=0.0)
     if spec.symmetric:
         half = 2 ** (spec.bits - 1) - 1
         scale = torch.maximum(-r_min, r_max) / half
     else:
         scale = (r_max - r_min) / (spec.q_max - spec.q_min)
-    scale = _round_scale_up(torch.clamp(scale, min=MIN_SCALE), SCALE_DTYPES[spec.scale_dtype])
+    scale = _round_scale_up(torch.clamp(scale, min=spec.eps), SCALE_DTYPES[spec.scale_dtype])
+    if spec.float_zero:
+        return QParams(scale, r_min)
+    if spec.zero_point_domain == "float":
+        return QParams(scale, torch.zeros_like(r_min))
     if spec.symmetric:
         zp = torch.full_like(r_min, 0 if spec.signed else 2 ** (spec.bits - 1))
     else:
-        zp = torch.round(spec.q_min - r_min / scale.float()).clamp(spec.q_min, spec.q_max)
+        zp = torch.round(spec.q_min - r_min / scale.to(dtype)).clamp(spec.q_min, spec.q_max)
     return QParams(scale, zp.to(ZERO_POINT_DTYPE))
 
 
@@ -300,18 +268,53 @@ def choose_qparams(x: Tensor, spec: QuantSpec) -> QParams:
         spec: bits, symmetry, signedness and granularity.
 
     Returns:
-        ``QParams`` shaped ``x.shape // block_size(x.shape, spec.granularity)``.
+        ``QParams`` shaped ``x.shape // block_size(x.shape, spec.granularity)`` (rounded up
+        for a ragged ``PerGroup``).
 
     Example:
         >>> w = torch.tensor([[1.0, -2.0], [0.5, 0.25]])
         >>> (choose_qparams(w, QuantSpec(granularity=PerChannel(0))).scale * 127).flatten()
         tensor([2.0000, 0.5000])
     """
-    blocks, scale_shape = to_blocks(x.detach().float(), spec)
+    blocks, scale_shape = to_blocks(x.detach().to(compute_dtype(x)), spec)
     dims = tuple(range(1, blocks.dim(), 2))
     return qparams_from_range(
         blocks.amin(dim=dims).reshape(scale_shape), blocks.amax(dim=dims).reshape(scale_shape), spec
     )
+
+
+def quantize_affine(x: Tensor, scale: Tensor, zero_point: Tensor, spec: QuantSpec) -> Tensor:
+    """Integer codes of ``x`` with ``scale`` / ``zero_point`` broadcast against it.
+
+    ``clamp(round(x / S) + Z)``, or ``clamp(round((x - m) / S))`` in the float domain; in
+    ``spec.storage_dtype``.
+
+    Example:
+        >>> quantize_affine(torch.tensor([0.4, 2.6]), torch.tensor(1.0), torch.tensor(0.0),
+        ...                 QuantSpec(2, False, False, zero_point_domain="float"))
+        tensor([0, 3], dtype=torch.uint8)
+    """
+    dtype = compute_dtype(x)
+    x, s = x.to(dtype), scale.to(dtype)
+    if spec.zero_point_domain == "float":
+        q = torch.round((x - zero_point.to(dtype)) / s)
+    else:
+        q = torch.round(x / s) + zero_point
+    return q.clamp_(spec.q_min, spec.q_max).to(spec.storage_dtype)
+
+
+def dequantize_affine(q: Tensor, scale: Tensor, zero_point: Tensor, spec: QuantSpec) -> Tensor:
+    """``S (q - Z)`` as float32, or ``S q + m`` in the float domain (in ``m``'s dtype).
+
+    Example:
+        >>> dequantize_affine(torch.tensor([0, 3]), torch.tensor(0.5), torch.tensor(-1.0),
+        ...                   QuantSpec(2, False, False, zero_point_domain="float"))
+        tensor([-1.0000,  0.5000])
+    """
+    if spec.zero_point_domain == "float":
+        dtype = zero_point.dtype
+        return q.to(dtype) * scale.to(dtype) + zero_point
+    return (q.to(torch.int32) - zero_point).float() * scale.float()
 
 
 def quantize(x: Tensor, qparams: QParams, spec: QuantSpec) -> Tensor:
@@ -322,14 +325,13 @@ def quantize(x: Tensor, qparams: QParams, spec: QuantSpec) -> Tensor:
         >>> quantize(torch.tensor([0.7, -9.0]), choose_qparams(torch.tensor([7.0]), spec), spec)
         tensor([ 1, -8], dtype=torch.int8)
     """
-    blocks, _ = to_blocks(x.float(), spec)
-    s, z = expand_blocks(qparams.scale.float()), expand_blocks(qparams.zero_point)
-    q = torch.round(blocks / s) + z
-    return q.clamp_(spec.q_min, spec.q_max).to(spec.storage_dtype).reshape(x.shape)
+    blocks, _ = to_blocks(x, spec)
+    s, z = expand_blocks(qparams.scale), expand_blocks(qparams.zero_point)
+    return from_blocks(quantize_affine(blocks, s, z, spec), x.shape)
 
 
 def dequantize(q: Tensor, qparams: QParams, spec: QuantSpec) -> Tensor:
-    """``r = S (q - Z)`` as float32.
+    """``r = S (q - Z)`` as float32 (``S q + m`` in the float domain).
 
     Example:
         >>> spec = QuantSpec(bits=8)
@@ -338,8 +340,8 @@ def dequantize(q: Tensor, qparams: QParams, spec: QuantSpec) -> Tensor:
         tensor([-1.0000,  1.5000])
     """
     blocks, _ = to_blocks(q, spec)
-    s, z = expand_blocks(qparams.scale.float()), expand_blocks(qparams.zero_point)
-    return ((blocks.to(torch.int32) - z).float() * s).reshape(q.shape)
+    s, z = expand_blocks(qparams.scale), expand_blocks(qparams.zero_point)
+    return from_blocks(dequantize_affine(blocks, s, z, spec), q.shape)
 
 
 def fake_quantize(x: Tensor, spec: QuantSpec, qparams: QParams | None = None) -> Tensor:

@@ -11,7 +11,7 @@ from slimtorch.llm.compress import (
     AWQConfig,
     CalibConfig,
     GPTQConfig,
-    KMeansConfig,
+    GroupKMeansConfig,
     MagnitudeConfig,
     RTNConfig,
     SparseGPTConfig,
@@ -20,13 +20,13 @@ from slimtorch.llm.compress import (
 )
 from slimtorch.llm.compress.arch import LLAMA, linear
 from slimtorch.llm.compress.calibrate import calibration_windows, capture_block_inputs, iter_blocks
-from slimtorch.llm.compress.rtn import fake_quantize
+from slimtorch.llm.compress.rtn import rtn_quantize
 
 ALL = [
     RTNConfig(4, 16),
     AWQConfig(4, 16),
     GPTQConfig(4, 16, act_order=True),
-    KMeansConfig(4),
+    GroupKMeansConfig(4),
     MagnitudeConfig(0.5),
     WandaConfig(nm=(2, 4)),
     SparseGPTConfig(0.5),
@@ -97,7 +97,7 @@ def test_errors_are_one_line_config_errors():
 def test_short_last_group_is_quantized_on_its_own():
     """576 columns in groups of 128 (SmolLM2): the last group has 64 columns."""
     w = torch.randn(4, 576, generator=torch.Generator().manual_seed(0))
-    q = fake_quantize(w, 3, 128)
-    pieces = [fake_quantize(w[:, i : i + 128], 3, None) for i in range(0, 576, 128)]
+    q = rtn_quantize(w, RTNConfig(3, 128))
+    pieces = [rtn_quantize(w[:, i : i + 128], RTNConfig(3, None)) for i in range(0, 576, 128)]
     torch.testing.assert_close(q, torch.cat(pieces, dim=1))
     assert RTNConfig(4, 128).bits_per_weight(576) == 4 + 32 * 5 / 576

@@ -20,7 +20,7 @@ from slimtorch.llm.compress.awq import (
 )
 from slimtorch.llm.compress.calibrate import capture_block_inputs, run_block
 from slimtorch.llm.compress.config import AWQConfig, RTNConfig
-from slimtorch.llm.compress.rtn import fake_quantize, output_error, rtn_quantize
+from slimtorch.llm.compress.rtn import output_error, rtn_quantize
 
 
 @settings(max_examples=25, deadline=None)
@@ -36,7 +36,7 @@ def test_scale_search_never_worse_than_rtn(seed, bits, gs, gain):
     w = [torch.randn(8, 32, generator=g), torch.randn(4, 32, generator=g)]
     loss = layer_loss(x, w)
     _, _, best = search_scale(activation_scale(x), w, loss, AWQConfig(bits, gs))
-    assert best <= loss([fake_quantize(wi, bits, gs) for wi in w])
+    assert best <= loss([rtn_quantize(wi, RTNConfig(bits, gs)) for wi in w])
 
 
 @pytest.mark.parametrize(("bits", "gs"), [(4, 16), (3, 16), (4, None), (3, 32)])
@@ -45,7 +45,7 @@ def test_awq_layer_beats_rtn_on_outlier_inputs(seed, bits, gs):
     x = outlier_inputs(512, 64, seed=seed)
     w = torch.randn(32, 64, generator=torch.Generator().manual_seed(seed + 1))
     awq = awq_quantize_layer(w, x, AWQConfig(bits, gs))
-    assert output_error(w, awq, x) < output_error(w, fake_quantize(w, bits, gs), x)
+    assert output_error(w, awq, x) < output_error(w, rtn_quantize(w, RTNConfig(bits, gs)), x)
 
 
 def test_folding_leaves_the_fp32_block_unchanged():

@@ -26,9 +26,12 @@ from slimtorch.llm.compress.awq import (
 )
 from slimtorch.llm.compress.awq_clip import clip_grid_params, clip_weight, search_clip_range
 from slimtorch.llm.compress.calibrate import capture_block_inputs, observe_inputs, run_block
-from slimtorch.llm.compress.config import AWQConfig, GPTQConfig
-from slimtorch.llm.compress.gptq import HessianAccumulator, gptq_quantize
-from slimtorch.llm.compress.rtn import fake_quantize, grouped, qparams
+from slimtorch.llm.compress.config import AWQConfig, GPTQConfig, RTNConfig
+from slimtorch.llm.compress.gptq import gptq_quantize
+from slimtorch.llm.compress.rtn import rtn_quantize
+from slimtorch.quantize.calibration import HessianAccumulator
+from slimtorch.quantize.granularity import grouped
+from slimtorch.quantize.primitives import choose_qparams
 
 
 def test_weight_scale_matches_loop_oracle():
@@ -66,13 +69,13 @@ def test_both_grids_never_worse_than_either(seed, bits, gs):
         for mode in ("x", "duo", "both")
     }
     assert best["both"] <= min(best["x"], best["duo"])
-    assert best["both"] <= loss([fake_quantize(wi, bits, gs) for wi in w])
+    assert best["both"] <= loss([rtn_quantize(wi, RTNConfig(bits, gs)) for wi in w])
 
 
 @pytest.mark.parametrize("act_order", [False, True])
 def test_gptq_on_a_fixed_grid_matches_reference(act_order):
     _, w, h = _problem(2)
-    grid = qparams(grouped(w.double() * 0.8, 8), 3)  # a narrower (clipped) grid
+    grid = choose_qparams(w.double() * 0.8, RTNConfig(3, 8).spec())  # a narrower (clipped) grid
     cfg = GPTQConfig(bits=3, group_size=8, block_size=12, act_order=act_order)
     fast = gptq_quantize(w.double(), h.double(), cfg, grid)
     ref = gptq_reference(w, h, 3, 8, cfg.percdamp, act_order, static=grid)
@@ -82,9 +85,10 @@ def test_gptq_on_a_fixed_grid_matches_reference(act_order):
 def test_clip_grid_params_never_wider_than_the_weight():
     _, w, _ = _problem(5)
     x = torch.randn(128, 32, generator=torch.Generator().manual_seed(0))
-    scale, minimum = clip_grid_params(w, x, AWQConfig(4, 8))
-    full_scale, full_min = qparams(grouped(w, 8), 4)
-    assert (scale <= full_scale + 1e-7).all() and (minimum >= full_min - 1e-7).all()
+    grid = clip_grid_params(w, x, AWQConfig(4, 8))
+    full = choose_qparams(w, RTNConfig(4, 8).spec())
+    assert (grid.scale <= full.scale + 1e-7).all()
+    assert (grid.zero_point >= full.zero_point - 1e-7).all()
 
 
 @torch.no_grad()
@@ -166,7 +170,7 @@ def _brute_force_sym(w, x, c):
     best = torch.zeros(w.shape[0], w.shape[1] // c.group_size)
     for step in range(int(c.clip_max_shrink * c.clip_grid)):
         mx = grouped(w, c.group_size).abs().amax(-1, keepdim=True) * (1 - step / c.clip_grid)
-        q = fake_quantize(clip_weight(w, mx, c.group_size), c.bits, c.group_size)
+        q = rtn_quantize(clip_weight(w, mx, c.group_size), RTNConfig(c.bits, c.group_size))
         err = _group_errors(w, q, x, c.group_size)
         best = err if step == 0 else torch.minimum(best, err)
     return best
@@ -180,7 +184,7 @@ def test_clip_search_reaches_brute_force_minimum_and_asym_never_worse(seed):
     for mode in ("sym", "asym"):
         c = AWQConfig(3, 8, clip_mode=mode)
         lo, hi = search_clip_range(w, x, c)
-        q = fake_quantize(clip_weight(w, hi, 8, lo), 3, 8)
+        q = rtn_quantize(clip_weight(w, hi, 8, lo), RTNConfig(3, 8))
         errs[mode] = _group_errors(w, q, x, 8)
     torch.testing.assert_close(errs["sym"], _brute_force_sym(w, x, AWQConfig(3, 8)))
     assert (errs["asym"] <= errs["sym"] * (1 + 1e-5)).all()

@@ -9,7 +9,7 @@ from slimtorch.cli import build_parser, main
 from slimtorch.llm.compress import (
     AWQConfig,
     GPTQConfig,
-    KMeansConfig,
+    GroupKMeansConfig,
     RTNConfig,
     SparseGPTConfig,
     WandaConfig,
@@ -25,7 +25,7 @@ def test_options_build_the_api_configs():
     assert _config("--method", "awq", "--bits", "3", "--group-size", "32") == AWQConfig(3, 32)
     assert _config("--method", "rtn", "--group-size", "channel") == RTNConfig(4, None)
     assert _config("--method", "gptq", "--act-order") == GPTQConfig(4, 128, act_order=True)
-    assert _config("--method", "kmeans") == KMeansConfig(4, None)
+    assert _config("--method", "kmeans") == GroupKMeansConfig(4, None)
     awq = ("--method", "awq", "--awq-solver", "gptq", "--awq-scales", "duo", "--percdamp", "0.1")
     assert _config(*awq, "--awq-clip-mode", "asym", "--act-order") == AWQConfig(
         scale_search="duo", solver="gptq", gptq_percdamp=0.1, clip_mode="asym", gptq_act_order=True

@@ -7,40 +7,38 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slimtorch.llm.compress.config import GPTQConfig
-from slimtorch.llm.compress.gptq import HessianAccumulator, gptq_quantize
-from slimtorch.llm.compress.rtn import (
-    dequantize_codes,
-    fake_quantize,
-    grouped,
-    output_error,
-    qparams,
-    quantize_codes,
-)
+from slimtorch.llm.compress.config import GPTQConfig, RTNConfig
+from slimtorch.llm.compress.gptq import gptq_quantize
+from slimtorch.llm.compress.rtn import output_error, rtn_quantize
+from slimtorch.quantize.calibration import HessianAccumulator
+from slimtorch.quantize.granularity import grouped
+from slimtorch.quantize.primitives import choose_qparams, dequantize_affine, quantize_affine
 
 
 def gptq_reference(w, h, bits, group_size, percdamp, act_order=False, static=None):
     """Optimal Brain Quantization order-fixed: quantize column i, spread its error with the
     current inverse Hessian, then eliminate i from the inverse (Gauss step). No Cholesky, no
-    lazy blocks. ``static``: a fixed (scale, minimum) grid per row and group."""
+    lazy blocks. ``static``: a fixed grid (``QParams``, scale and minimum per row and group)."""
     w = w.clone().double()
     h = h.double()
     n = w.shape[1]
     h = h + percdamp * torch.diag(h).mean() * torch.eye(n, dtype=h.dtype)
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(n)
     if static is None and (act_order or group_size is None):
-        static = qparams(grouped(w, group_size), bits)
+        static = choose_qparams(w, RTNConfig(bits, group_size).spec())
+    col_spec = RTNConfig(bits, None).spec()
     w, hinv = w[:, perm], torch.linalg.inv(h[perm][:, perm])
     q = torch.zeros_like(w)
     for i in range(n):
         col = int(perm[i])
         if static is not None:
             g = 0 if group_size is None else col // group_size
-            scale, mn = static[0][:, g, 0], static[1][:, g, 0]
+            scale, mn = static.scale[:, g], static.zero_point[:, g]
         elif col % group_size == 0:
-            s, m = qparams(w[:, i : i + group_size], bits)
-            scale, mn = s[:, 0], m[:, 0]
-        q[:, i] = dequantize_codes(quantize_codes(w[:, i], scale, mn, bits, False), scale, mn)
+            qp = choose_qparams(w[:, i : i + group_size], col_spec)
+            scale, mn = qp.scale[:, 0], qp.zero_point[:, 0]
+        codes = quantize_affine(w[:, i], scale, mn, col_spec)
+        q[:, i] = dequantize_affine(codes, scale, mn, col_spec)
         err = (w[:, i] - q[:, i]) / hinv[i, i]
         w[:, i:] -= err[:, None] * hinv[i, i:][None, :]
         hinv = hinv - torch.outer(hinv[:, i], hinv[i, :]) / hinv[i, i]
@@ -79,7 +77,7 @@ def test_gptq_matches_slow_reference(group_size, act_order):
 def test_gptq_reconstruction_not_worse_than_rtn(seed, bits, gs):
     x, w, h = _problem(seed)
     q = gptq_quantize(w, h, GPTQConfig(bits=bits, group_size=gs))
-    rtn = fake_quantize(w, bits, gs)
+    rtn = rtn_quantize(w, RTNConfig(bits, gs))
     # GPTQ minimises the (damped) output error greedily; allow the damping's slack of 1%.
     assert output_error(w, q, x) <= output_error(w, rtn, x) * 1.01
 

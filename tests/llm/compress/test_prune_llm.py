@@ -11,10 +11,10 @@ from llm_compress_helpers import outlier_inputs
 
 from slimtorch.errors import ConfigError
 from slimtorch.llm.compress.config import MagnitudeConfig, SparseGPTConfig, WandaConfig
-from slimtorch.llm.compress.gptq import HessianAccumulator
 from slimtorch.llm.compress.rtn import output_error
 from slimtorch.llm.compress.sparsegpt import sparsegpt_prune
-from slimtorch.llm.compress.wanda import InputNormAccumulator, magnitude_prune, wanda_prune
+from slimtorch.llm.compress.wanda import magnitude_prune, wanda_prune
+from slimtorch.quantize.calibration import HessianAccumulator, InputNormAccumulator
 
 NM_PATTERNS = [(2, 4), (4, 8)]
 

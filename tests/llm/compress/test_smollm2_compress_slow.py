@@ -20,7 +20,8 @@ from slimtorch.llm.compress.calibrate import (
 )
 from slimtorch.llm.compress.config import AWQConfig, MagnitudeConfig, RTNConfig, WandaConfig
 from slimtorch.llm.compress.rtn import rtn_quantize
-from slimtorch.llm.compress.wanda import InputNormAccumulator, magnitude_prune, wanda_prune
+from slimtorch.llm.compress.wanda import magnitude_prune, wanda_prune
+from slimtorch.quantize.calibration import InputNormAccumulator
 
 TEXT = Path(__file__).resolve().parents[4] / "shared" / "data" / "text" / "wikitext2-valid.txt"
 

@@ -38,23 +38,24 @@ from slimtorch.llm.compress.config import (
     AWQConfig,
     CalibConfig,
     GPTQConfig,
-    KMeansConfig,
+    GroupKMeansConfig,
     MagnitudeConfig,
     RTNConfig,
     SparseGPTConfig,
     WandaConfig,
 )
-from slimtorch.llm.compress.gptq import HessianAccumulator, gptq_quantize
+from slimtorch.llm.compress.gptq import gptq_quantize
 from slimtorch.llm.compress.kmeans_llm import kmeans_quantize
 from slimtorch.llm.compress.rtn import rtn_quantize
 from slimtorch.llm.compress.sparsegpt import sparsegpt_prune
-from slimtorch.llm.compress.wanda import InputNormAccumulator, magnitude_prune, wanda_prune
+from slimtorch.llm.compress.wanda import magnitude_prune, wanda_prune
+from slimtorch.quantize.calibration import HessianAccumulator, InputNormAccumulator
 
 MethodConfig = (
     RTNConfig
     | AWQConfig
     | GPTQConfig
-    | KMeansConfig
+    | GroupKMeansConfig
     | MagnitudeConfig
     | WandaConfig
     | SparseGPTConfig
@@ -63,7 +64,7 @@ METHODS: dict[str, type] = {
     "rtn": RTNConfig,
     "awq": AWQConfig,
     "gptq": GPTQConfig,
-    "kmeans": KMeansConfig,
+    "kmeans": GroupKMeansConfig,
     "magnitude": MagnitudeConfig,
     "wanda": WandaConfig,
     "sparsegpt": SparseGPTConfig,
@@ -138,7 +139,7 @@ def _solve_static(block: nn.Module, spec: ArchSpec, config: MethodConfig) -> dic
         w = lin.weight.data
         if isinstance(config, RTNConfig):
             lin.weight.data = rtn_quantize(w, config)
-        elif isinstance(config, KMeansConfig):
+        elif isinstance(config, GroupKMeansConfig):
             lin.weight.data = kmeans_quantize(w, config)
         else:
             lin.weight.data = magnitude_prune(w, config)
@@ -191,7 +192,7 @@ def compress_model(
     Args:
         model: a Llama-family model (``slimtorch.llm.model.Llama``).
         config: one method's config (``RTNConfig``, ``AWQConfig``, ``GPTQConfig``,
-            ``KMeansConfig``, ``MagnitudeConfig``, ``WandaConfig``, ``SparseGPTConfig``).
+            ``GroupKMeansConfig``, ``MagnitudeConfig``, ``WandaConfig``, ``SparseGPTConfig``).
         tokens: calibration windows ``(n, seq)``; required by AWQ, GPTQ, Wanda, SparseGPT
             (``calibrate.calibration_tokens`` cuts them from a text, by default the one
             shipped with slimtorch).

@@ -42,8 +42,10 @@ from slimtorch.llm.compress.arch import ArchSpec, linear
 from slimtorch.llm.compress.awq_clip import clip_grid_params, clip_searched
 from slimtorch.llm.compress.calibrate import BlockInputs, observe_inputs, record_many, subsample
 from slimtorch.llm.compress.config import AWQ_SEARCH_TOKENS, AWQConfig, GPTQConfig
-from slimtorch.llm.compress.gptq import HessianAccumulator, gptq_quantize
-from slimtorch.llm.compress.rtn import grouped, rtn_quantize, ungrouped
+from slimtorch.llm.compress.gptq import gptq_quantize
+from slimtorch.llm.compress.rtn import rtn_quantize
+from slimtorch.quantize.calibration import AbsMeanAccumulator, HessianAccumulator
+from slimtorch.quantize.granularity import grouped, ungrouped
 
 MIN_SCALE = 1e-4  # llm-awq clamps s_X^alpha from below before normalising
 W_EPS = 1e-6  # AutoAWQ: |w| / (group max |w| + 1e-6) in the duo-scaling weight statistic
@@ -234,19 +236,9 @@ def input_means(block: nn.Module, names: Sequence[str], inputs: BlockInputs) -> 
         >>> input_means(blk, ["0"], BlockInputs([torch.tensor([[[1.0, -3.0]]])], (), {}))
         {'0': tensor([1., 3.])}
     """
-    sums: dict[str, torch.Tensor] = {}
-    counts = dict.fromkeys(names, 0)
-
-    def observer(name: str) -> Callable[[torch.Tensor], None]:
-        def add(x: torch.Tensor) -> None:
-            x = x.reshape(-1, x.shape[-1]).abs().float()
-            sums[name] = sums[name] + x.sum(0) if name in sums else x.sum(0)
-            counts[name] += x.shape[0]
-
-        return add
-
-    observe_inputs(block, {n: observer(n) for n in names}, inputs)
-    return {n: sums[n] / counts[n] for n in names}
+    accs = {n: AbsMeanAccumulator() for n in names}
+    observe_inputs(block, {n: acc.add_batch for n, acc in accs.items()}, inputs)
+    return {n: acc.mean() for n, acc in accs.items()}
 
 
 def _out_width(prev: nn.Module) -> int:

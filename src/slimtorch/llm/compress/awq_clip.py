@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from slimtorch.llm.compress.config import AWQConfig
-from slimtorch.llm.compress.rtn import fake_quantize, grouped, qparams, ungrouped
+from slimtorch.llm.compress.config import AWQConfig, RTNConfig
+from slimtorch.quantize.granularity import grouped, ungrouped
+from slimtorch.quantize.primitives import QParams, choose_qparams, fake_quantize
 
 CLIP_ROW_BATCH = 256  # output rows searched at once (bounds the search's memory)
 
@@ -29,7 +30,8 @@ CLIP_ROW_BATCH = 256  # output rows searched at once (bounds the search's memory
 def _clip_error(xg, wb, ref, lo, hi, c: AWQConfig) -> torch.Tensor:
     """Partial-output MSE ``(b, g, 1)`` of each group of ``wb`` clamped to ``[lo, hi]``."""
     cand = torch.minimum(torch.maximum(wb, lo), hi)
-    q = fake_quantize(cand.reshape(-1, cand.shape[-1]), c.bits, None, c.symmetric)
+    spec = RTNConfig(c.bits, None, c.symmetric).spec()  # per row of the (rows * groups, gs) view
+    q = fake_quantize(cand.reshape(-1, cand.shape[-1]), spec)
     out = torch.einsum("ngs,bgs->bgn", xg, q.reshape(wb.shape))
     return (out - ref).pow(2).mean(dim=-1, keepdim=True)
 
@@ -118,15 +120,15 @@ def clip_searched(w: torch.Tensor, x: torch.Tensor, config: AWQConfig) -> torch.
     return clip_weight(w, hi, config.group_size, lo)
 
 
-def clip_grid_params(w: torch.Tensor, x: torch.Tensor | None, config: AWQConfig) -> tuple:
-    """The ``(scale, minimum)`` grid per row and group that rounding uses: that of the weight
+def clip_grid_params(w: torch.Tensor, x: torch.Tensor | None, config: AWQConfig) -> QParams:
+    """The grid (scale and offset per row and group) that rounding uses: that of the weight
     clipped where the clipping search chose (``x`` its inputs), or of ``w`` when ``x`` is None.
 
     Example:
-        >>> s, m = clip_grid_params(torch.tensor([[0.0, 3.0]]), None, AWQConfig(2, None))
-        >>> s.flatten().tolist(), m.flatten().tolist()
+        >>> qp = clip_grid_params(torch.tensor([[0.0, 3.0]]), None, AWQConfig(2, None))
+        >>> qp.scale.flatten().tolist(), qp.zero_point.flatten().tolist()
         ([1.0], [0.0])
     """
     if x is not None:
         w = clip_searched(w, x, config)
-    return qparams(grouped(w, config.group_size), config.bits, config.symmetric)
+    return choose_qparams(w, config.rtn().spec())

@@ -143,7 +143,7 @@ def build_config(args: argparse.Namespace):
         return cls(sparsity=args.sparsity, nm=args.nm)
     gs = args.group_size
     if m == "kmeans":
-        return c.KMeansConfig(bits=args.bits, group_size=gs if gs > 0 else None)
+        return c.GroupKMeansConfig(bits=args.bits, group_size=gs if gs > 0 else None)
     gs = 128 if gs == METHOD_DEFAULT else gs
     kw = {"bits": args.bits, "group_size": gs or None, "symmetric": args.symmetric}
     if m == "rtn":

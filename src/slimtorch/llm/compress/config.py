@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slimtorch.errors import ConfigError
+from slimtorch.quantize.primitives import PerChannel, PerGroup, QuantSpec
 
 CONFIG_VERSION = 1
 WEIGHT_BITS = (2, 3, 4, 8)
 SCALE_BITS = 16  # each group stores an fp16 scale and an fp16 minimum (llama.cpp Q4_1 style)
+SCALE_EPS = 1e-8  # smallest grid step, so constant groups do not divide by zero
 # AWQ (Lin et al. 2024, llm-awq auto_scale/auto_clip): 20 grid points for alpha in [0, 1),
 # clipping shrinks the max down to 50% in 20 steps on 512 sampled tokens.
 AWQ_SCALE_GRID = 20
@@ -38,7 +40,7 @@ AWQ_CLIP_MODES = ("sym", "asym")
 # lazy batch updates over blocks of 128 columns.
 GPTQ_PERCDAMP = 0.01
 GPTQ_BLOCK_SIZE = 128
-KMEANS_ITERS = 100  # Lloyd iterations at most (stops once assignments settle)
+KMEANS_ITERS = 100  # Lloyd iterations at most (stops once no cluster boundary moves)
 
 
 def _check_bits(bits: int) -> None:
@@ -88,6 +90,28 @@ class RTNConfig:
         """Stored bits per weight including fp16 scale (and minimum) per group."""
         over = _overhead_bits(self.group_size, in_features)
         return self.bits + (over / 2 if self.symmetric else over)
+
+    def spec(self) -> QuantSpec:
+        """The grid as ``slimtorch.quantize``'s affine spec: per output channel or per group of
+        input columns (a short last group allowed), unsigned with the group minimum as a real
+        offset (``w ~ scale * q + min``), or signed symmetric.
+
+        Example:
+            >>> RTNConfig(4, 128).spec().granularity
+            PerGroup(size=128, axis=-1, ragged=True)
+        """
+        granularity = (
+            PerChannel(0) if self.group_size is None else PerGroup(self.group_size, ragged=True)
+        )
+        return QuantSpec(
+            self.bits,
+            symmetric=self.symmetric,
+            signed=self.symmetric,
+            granularity=granularity,
+            scale_dtype="float64",  # as computed (a float64 weight keeps float64 scales)
+            zero_point_domain="float",
+            eps=SCALE_EPS,
+        )
 
 
 @dataclass(frozen=True)
@@ -190,8 +214,9 @@ class GPTQConfig:
 
 
 @dataclass(frozen=True)
-class KMeansConfig:
-    """Non-uniform quantization: a k-means codebook of 2**bits values per output row or group.
+class GroupKMeansConfig:
+    """Non-uniform quantization: a k-means codebook of 2**bits values per output row or group
+    (``slimtorch.quantize.KMeansConfig`` configures one codebook per CNN layer instead).
 
     Args:
         bits: codebook index bits (4 gives 16 centroids).

@@ -3,7 +3,9 @@
 Wanda scores each weight by ``|W_ij| * ||X_j||_2`` (its magnitude times the L2 norm of its
 input feature over the calibration tokens) and removes the lowest scores *within each output
 row*; magnitude pruning removes the smallest ``|W|`` over the whole layer. N:M keeps the N
-highest scores in every M consecutive input columns of a row (2:4 and 4:8 are 50% sparse).
+highest scores in every M consecutive input columns of a row (2:4 and 4:8 are 50% sparse:
+``slimtorch.prune.masks.nm_mask``); the input norms come from
+``slimtorch.quantize.calibration.InputNormAccumulator``.
 
 Example:
     >>> import torch
@@ -17,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from slimtorch.llm.compress.config import MagnitudeConfig, WandaConfig
-from slimtorch.prune import masks
+from slimtorch.prune.masks import nm_mask
 
 
 def prune_lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
@@ -41,28 +43,10 @@ def prune_lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
     return mask
 
 
-def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Boolean mask (True = pruned) keeping the ``n`` highest of every ``m`` consecutive columns.
-
-    A thin inversion of ``slimtorch.prune.masks.nm_mask`` (which returns the kept entries).
-
-    Args:
-        scores: ``(rows, cols)`` with ``cols`` divisible by ``m``.
-        n, m: keep N of every M.
-
-    Returns:
-        The mask, same shape as ``scores``.
-
-    Example:
-        >>> nm_mask(torch.tensor([[4.0, 1.0, 3.0, 2.0]]), 2, 4)
-        tensor([[False,  True, False,  True]])
-    """
-    return ~masks.nm_mask(scores, n, m, dim=1)
-
-
-def _mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None, per_row: bool):
+def _pruned(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None, per_row: bool):
+    """Positions to zero: the complement of N:M's kept entries, or the lowest scores."""
     if nm is not None:
-        return nm_mask(scores, *nm)
+        return ~nm_mask(scores, *nm)
     if per_row:
         return prune_lowest(scores, int(scores.shape[1] * sparsity))
     flat = prune_lowest(scores.reshape(-1), int(scores.numel() * sparsity))
@@ -79,29 +63,7 @@ def magnitude_prune(w: torch.Tensor, config: MagnitudeConfig) -> torch.Tensor:
     Returns:
         The pruned weight.
     """
-    return w.masked_fill(_mask(w.abs(), config.sparsity, config.nm, per_row=False), 0.0)
-
-
-class InputNormAccumulator:
-    """Running sum of squares of each input feature (``||X_j||_2^2`` over all tokens seen).
-
-    Example:
-        >>> acc = InputNormAccumulator(2); acc.add_batch(torch.tensor([[3.0, 0.0], [4.0, 1.0]]))
-        >>> acc.norms()
-        tensor([5., 1.])
-    """
-
-    def __init__(self, columns: int) -> None:
-        self.sq = torch.zeros(columns, dtype=torch.float64)
-
-    def add_batch(self, x: torch.Tensor) -> None:
-        """Add inputs of shape ``(..., columns)``."""
-        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
-        self.sq += x.pow(2).sum(0)
-
-    def norms(self) -> torch.Tensor:
-        """The L2 norm of each input feature (float32)."""
-        return self.sq.sqrt().to(torch.float32)
+    return w.masked_fill(_pruned(w.abs(), config.sparsity, config.nm, per_row=False), 0.0)
 
 
 def wanda_prune(w: torch.Tensor, input_norms: torch.Tensor, config: WandaConfig) -> torch.Tensor:
@@ -122,4 +84,4 @@ def wanda_prune(w: torch.Tensor, input_norms: torch.Tensor, config: WandaConfig)
                 [0., 1.]])
     """
     scores = w.abs() * input_norms.to(w.dtype)[None, :]
-    return w.masked_fill(_mask(scores, config.sparsity, config.nm, per_row=True), 0.0)
+    return w.masked_fill(_pruned(scores, config.sparsity, config.nm, per_row=True), 0.0)
