@@ -319,7 +319,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model = create_model(spec.name, **spec.kwargs)  # the user named it: theirs to run
     train_loader, val_loader, test_loader = make_loaders(splits, args.batch_size, seed=args.seed)
     _check_model_takes_data(model, splits, args.data)
-    report = fit(model, train_loader, val_loader, config, progress=not args.quiet)
+    report = fit(model, train_loader, val_loader, config, progress=not args.quiet, label="train")
     test = evaluate(model, test_loader)
     metrics = {
         **data_record(args.data, args.seed, splits),  # data, seed, input_shape, num_classes

@@ -128,6 +128,7 @@ def _baseline(
         val,
         FitConfig(epochs=m.epochs, lr=m.lr, scheduler="cosine", seed=m.seed),
         progress=progress,
+        label="baseline",
     )
     record = data_record(m.data, m.seed, splits)
     save_checkpoint(cache, model, spec, {"compress_key": key, **record}, overwrite=True)

@@ -288,4 +288,5 @@ def distill(
             loss_fn=kd.loss_fn,
             after_backward=compose_hooks(kd.after_backward, after_backward),
             after_step=after_step,
+            label="distill",
         )

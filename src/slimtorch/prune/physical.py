@@ -111,7 +111,7 @@ def surgery_prune(
         fit_cfg = FitConfig(
             epochs=config.finetune_epochs, lr=config.lr, scheduler="cosine", seed=config.seed
         )
-        fit(small, train, val, fit_cfg, progress=progress)
+        fit(small, train, val, fit_cfg, progress=progress, label="surgery finetune")
         acc_ft = evaluate(small, test).accuracy
     big = dict(model.named_modules())
     changed = tuple(

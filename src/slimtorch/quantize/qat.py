@@ -127,7 +127,9 @@ def quantize_qat(
             fold_wrapped_bn(m, pairs)
 
     fit_cfg = FitConfig(epochs=config.epochs, lr=config.lr, seed=config.seed)
-    fit_report = fit(qmodel, train_loader, val_loader, fit_cfg, progress, callbacks=[maybe_fold])
+    fit_report = fit(
+        qmodel, train_loader, val_loader, fit_cfg, progress, callbacks=[maybe_fold], label="qat"
+    )
     fold_wrapped_bn(qmodel, pairs)
     qmodel.eval()
     report = weight_report(qmodel, method="linear-qat")
