@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slimtorch.errors import ConfigError
-from slimtorch.quantize.packing import PackedTensor, pack, packed_nbytes, unpack
+from slimtorch.quantize.packing import (
+    PackedTensor,
+    pack,
+    pack_int4_cpu,
+    packed_nbytes,
+    unpack,
+    unpack_int4_cpu,
+)
 
 
 def _reference_pack(values: list[int], bits: int) -> bytes:
@@ -63,3 +70,11 @@ def test_out_of_range_values_and_bad_lengths_are_clear_errors():
     bad = PackedTensor(torch.zeros(1, dtype=torch.uint8), (5,), 4, False)
     with pytest.raises(ConfigError, match="need 3"):
         unpack(bad)
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.sampled_from([16, 32, 48]), k=st.sampled_from([32, 64, 128]), seed=st.integers(0, 99))
+def test_int4_cpu_layout_round_trips(n, k, seed):
+    codes = torch.randint(0, 16, (n, k), generator=torch.Generator().manual_seed(seed))
+    packed = pack_int4_cpu(codes)
+    assert torch.equal(unpack_int4_cpu(packed, n, k, 32), codes.to(torch.int32))

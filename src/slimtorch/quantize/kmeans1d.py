@@ -104,7 +104,8 @@ def _search(rows: np.ndarray, bounds: np.ndarray, right: bool) -> np.ndarray:
     """Row-wise ``searchsorted`` (numpy's is 1-D only, and faster for one row)."""
     if len(rows) == 1:
         return np.searchsorted(rows[0], bounds[0], side="right" if right else "left")[None]
-    found = torch.searchsorted(torch.from_numpy(rows), torch.from_numpy(bounds), right=right)
+    values = torch.from_numpy(np.ascontiguousarray(bounds))
+    found = torch.searchsorted(torch.from_numpy(rows), values, right=right)
     return found.numpy()
 
 
@@ -189,7 +190,8 @@ def kmeans_1d_rows(
     ordered = np.sort(x.numpy(), axis=1)
     start = _initial_centroids(ordered, k, init, seed)
     centroids, bounds, _ = _lloyd_sorted(ordered, start, max_iter)
-    assignments = torch.searchsorted(torch.from_numpy(bounds), x, right=False)  # [r, n]
+    bounds_t = torch.from_numpy(np.ascontiguousarray(bounds))
+    assignments = torch.searchsorted(bounds_t, x, right=False)  # [r, n]
     return torch.from_numpy(centroids).to(dtype), assignments
 
 

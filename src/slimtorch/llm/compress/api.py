@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,12 +45,11 @@ from slimtorch.llm.compress.config import (
     SparseGPTConfig,
     WandaConfig,
 )
-from slimtorch.llm.compress.gptq import gptq_quantize
+from slimtorch.llm.compress.gptq import gptq_observer, gptq_solve
 from slimtorch.llm.compress.kmeans_llm import kmeans_quantize
 from slimtorch.llm.compress.rtn import rtn_quantize
-from slimtorch.llm.compress.sparsegpt import sparsegpt_prune
-from slimtorch.llm.compress.wanda import magnitude_prune, wanda_prune
-from slimtorch.quantize.calibration import HessianAccumulator, InputNormAccumulator
+from slimtorch.llm.compress.sparsegpt import sparsegpt_solve
+from slimtorch.llm.compress.wanda import magnitude_prune, wanda_observer, wanda_solve
 
 MethodConfig = (
     RTNConfig
@@ -70,6 +70,13 @@ METHODS: dict[str, type] = {
     "sparsegpt": SparseGPTConfig,
 }
 CALIBRATED = (AWQConfig, GPTQConfig, WandaConfig, SparseGPTConfig)
+# Methods solved linear by linear from one observer of each linear's inputs:
+# config type -> (observer for `columns` inputs, solve(weight, observer, config)).
+SEQUENTIAL: dict[type, tuple[Callable[[int], Any], Callable[..., torch.Tensor]]] = {
+    GPTQConfig: (gptq_observer, gptq_solve),
+    SparseGPTConfig: (gptq_observer, sparsegpt_solve),
+    WandaConfig: (wanda_observer, wanda_solve),
+}
 
 
 @dataclass
@@ -150,24 +157,14 @@ def _solve_sequential(
     block: nn.Module, spec: ArchSpec, inputs: BlockInputs, config: MethodConfig
 ) -> dict[str, Any]:
     """GPTQ, SparseGPT, Wanda: per input group, observe the inputs, then solve each linear."""
+    observer, solve = SEQUENTIAL[type(config)]
     for group in spec.input_groups:
         lins = {n: linear(block, n) for n in group}
-        if isinstance(config, WandaConfig):
-            accs: dict[str, Any] = {
-                n: InputNormAccumulator(lin.in_features) for n, lin in lins.items()
-            }
-        else:
-            accs = {n: HessianAccumulator(lin.in_features) for n, lin in lins.items()}
-        observe_inputs(block, {n: acc.add_batch for n, acc in accs.items()}, inputs)
+        obs = {n: observer(lin.in_features) for n, lin in lins.items()}
+        observe_inputs(block, {n: o.add_batch for n, o in obs.items()}, inputs)
         for n, lin in lins.items():
             w = lin.weight.data
-            if isinstance(config, WandaConfig):
-                new = wanda_prune(w, accs[n].norms(), config)
-            elif isinstance(config, GPTQConfig):
-                new = gptq_quantize(w, accs[n].hessian(), config)
-            else:
-                new = sparsegpt_prune(w, accs[n].hessian(), config)
-            lin.weight.data = new.to(w.dtype)
+            lin.weight.data = solve(w, obs[n], config).to(w.dtype)
     return {}
 
 

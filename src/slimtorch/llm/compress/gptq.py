@@ -28,6 +28,7 @@ import torch
 
 from slimtorch.llm.compress.config import GPTQConfig
 from slimtorch.quantize.calibration import (
+    HessianAccumulator,
     Sweep,
     damped_inverse_upper,
     neutralize_dead_inputs,
@@ -99,3 +100,13 @@ def gptq_quantize(
 
     q = solve_columns(w, u, config.block_size, rule)
     return q[:, torch.argsort(perm)]
+
+
+def gptq_observer(columns: int) -> HessianAccumulator:
+    """The statistics GPTQ needs of a layer's inputs: ``H = 2 X^T X / n`` (float32)."""
+    return HessianAccumulator(columns)
+
+
+def gptq_solve(w: torch.Tensor, observer: HessianAccumulator, config: GPTQConfig) -> torch.Tensor:
+    """:func:`gptq_quantize` with the Hessian ``observer`` gathered."""
+    return gptq_quantize(w, observer.hessian(), config)

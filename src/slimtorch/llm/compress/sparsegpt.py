@@ -27,6 +27,7 @@ from slimtorch.llm.compress.config import SparseGPTConfig
 from slimtorch.llm.compress.wanda import prune_lowest
 from slimtorch.prune.masks import nm_mask
 from slimtorch.quantize.calibration import (
+    HessianAccumulator,
     Sweep,
     damped_inverse_upper,
     neutralize_dead_inputs,
@@ -75,3 +76,10 @@ def sparsegpt_prune(
         return w1[:, i].masked_fill(pruned[:, i], 0.0)
 
     return solve_columns(w, u, c.block_size, rule)
+
+
+def sparsegpt_solve(
+    w: torch.Tensor, observer: HessianAccumulator, config: SparseGPTConfig
+) -> torch.Tensor:
+    """:func:`sparsegpt_prune` with the Hessian ``observer`` gathered (see ``gptq_observer``)."""
+    return sparsegpt_prune(w, observer.hessian(), config)

@@ -20,6 +20,7 @@ import torch
 
 from slimtorch.llm.compress.config import MagnitudeConfig, WandaConfig
 from slimtorch.prune.masks import nm_mask
+from slimtorch.quantize.calibration import InputNormAccumulator
 
 
 def prune_lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
@@ -85,3 +86,21 @@ def wanda_prune(w: torch.Tensor, input_norms: torch.Tensor, config: WandaConfig)
     """
     scores = w.abs() * input_norms.to(w.dtype)[None, :]
     return w.masked_fill(_pruned(scores, config.sparsity, config.nm, per_row=True), 0.0)
+
+
+def wanda_observer(columns: int) -> InputNormAccumulator:
+    """The statistics Wanda needs of a layer's inputs: ``||X_j||_2`` per input feature."""
+    return InputNormAccumulator(columns)
+
+
+def wanda_solve(
+    w: torch.Tensor, observer: InputNormAccumulator, config: WandaConfig
+) -> torch.Tensor:
+    """:func:`wanda_prune` with the norms ``observer`` gathered.
+
+    Example:
+        >>> acc = wanda_observer(2); acc.add_batch(torch.tensor([[1.0, 9.0]]))
+        >>> wanda_solve(torch.ones(1, 2), acc, WandaConfig(sparsity=0.5))
+        tensor([[0., 1.]])
+    """
+    return wanda_prune(w, observer.norms(), config)
