@@ -1,6 +1,8 @@
 """Quantization: linear primitives at every granularity, packing, observers, BN folding,
 post-training quantization, QAT and integer-only execution (k-means weight sharing lives in
-``slimtorch.quantize.kmeans``).
+``slimtorch.quantize.kmeans``, its solver in ``kmeans1d``); the calibrate -> solve kit
+(Hessians, damped inverse, column sweep) that ``prune/`` and ``llm/compress/`` share lives in
+``slimtorch.quantize.calibration``.
 
 Example:
     >>> import torch
@@ -13,6 +15,12 @@ Example:
 
 from __future__ import annotations
 
+from slimtorch.quantize.calibration import (
+    HessianAccumulator,
+    damped_inverse,
+    damped_inverse_upper,
+    solve_columns,
+)
 from slimtorch.quantize.fold import fold_batchnorm
 from slimtorch.quantize.integer import IntegerModel, to_integer
 from slimtorch.quantize.intformat import load_integer_model, save_integer_model
@@ -22,6 +30,7 @@ from slimtorch.quantize.kmeans import (
     kmeans_codebook,
     kmeans_quantize_model,
 )
+from slimtorch.quantize.kmeans1d import kmeans_1d_rows
 from slimtorch.quantize.kmeans_module import CodebookConv, CodebookLinear
 from slimtorch.quantize.mixed import (
     MixedPrecisionConfig,
@@ -41,10 +50,12 @@ from slimtorch.quantize.primitives import (
     block_size,
     choose_qparams,
     dequantize,
+    dequantize_affine,
     fake_quantize,
     qparams_from_range,
     quantization_error,
     quantize,
+    quantize_affine,
 )
 from slimtorch.quantize.ptq import PTQConfig, quantize_ptq
 from slimtorch.quantize.qat import QATConfig, quantize_qat
@@ -54,6 +65,7 @@ from slimtorch.quantize.trained import centroid_gradient, finetune_centroids
 __all__ = [
     "CodebookConv",
     "CodebookLinear",
+    "HessianAccumulator",
     "IntegerModel",
     "KMeansConfig",
     "LayerQuantReport",
@@ -72,11 +84,15 @@ __all__ = [
     "centroid_gradient",
     "choose_bits",
     "choose_qparams",
+    "damped_inverse",
+    "damped_inverse_upper",
     "dequantize",
+    "dequantize_affine",
     "fake_quantize",
     "finetune_centroids",
     "fold_batchnorm",
     "kmeans_1d",
+    "kmeans_1d_rows",
     "kmeans_codebook",
     "kmeans_quantize_model",
     "layer_report",
@@ -87,11 +103,13 @@ __all__ = [
     "qparams_from_range",
     "quantization_error",
     "quantize",
+    "quantize_affine",
     "quantize_mixed",
     "quantize_ptq",
     "quantize_qat",
     "save_integer_model",
     "sensitivity_scan",
+    "solve_columns",
     "to_integer",
     "unpack",
 ]
