@@ -29,11 +29,12 @@ def _batches(n=4):
     return [(torch.randn(32, 8, generator=g), torch.zeros(32)) for _ in range(n)]
 
 
-def test_ptq_model_equals_manual_fake_quant_pipeline():
+@pytest.mark.parametrize(("reduce_range", "act_bits"), [(False, 8), (True, 7)])
+def test_ptq_model_equals_manual_fake_quant_pipeline(reduce_range, act_bits):
     model = _mlp()
     batches = _batches()
-    qmodel, _ = quantize_ptq(model, batches, PTQConfig(calib_batches=4))
-    act = QuantSpec(8, symmetric=False, signed=False)
+    qmodel, _ = quantize_ptq(model, batches, PTQConfig(calib_batches=4, reduce_range=reduce_range))
+    act = QuantSpec(act_bits, symmetric=False, signed=False)
     wspec = QuantSpec(8, granularity=PerChannel(0))
     x0 = torch.cat([b[0] for b in batches])
     # calibration sees float activations computed with the (already fake-quantized) weights

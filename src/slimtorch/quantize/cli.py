@@ -23,6 +23,7 @@ from slimtorch.profile.noise import torch_threads
 GRANULARITIES = ("tensor", "channel", "group")
 CALIBRATORS = ("minmax", "moving_average", "percentile", "mse", "kl")
 SENSITIVITY_BITS = (2, 4, 8)
+REDUCE_RANGE_CHOICES = {"auto": "auto", "on": True, "off": False}  # PTQConfig.reduce_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +76,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=32,
         help="calibration batches from the training split (default 32)",
+    )
+    p.add_argument(
+        "--reduce-range",
+        choices=tuple(REDUCE_RANGE_CHOICES),
+        default="auto",
+        help="8-bit activations use 7 bits so torch's int8 engines cannot saturate on CPUs "
+        "without VNNI (auto: only where this CPU's engine saturates; default auto)",
     )
     p.add_argument("--qat", action="store_true", help="quantization-aware training after PTQ")
     p.add_argument("--epochs", type=int, default=3, help="QAT epochs (default 3)")
@@ -156,6 +164,7 @@ def _ptq_config(args: argparse.Namespace) -> Any:
         percentile=args.percentile,
         calib_batches=args.calib_batches,
         exclude=tuple(args.exclude),
+        reduce_range=REDUCE_RANGE_CHOICES[args.reduce_range],
     )
 
 
@@ -193,8 +202,16 @@ def _export_integer(args, qmodel, train, test, out: Path, record: dict) -> dict[
     imodel = to_integer(qmodel, example, backend=args.backend)
     path = save_integer_model(imodel, out / "int8.safetensors", record)  # remembers its data
     acc = evaluate(imodel, test).accuracy
-    print(f"int8 integer-only model ({args.backend}): test accuracy {acc:.4f} -> {path}")
-    return {"integer_accuracy": acc, "integer_backend": args.backend, "integer_path": str(path)}
+    runs_on = imodel.runs_on  # "reference" where the engine would saturate (warned)
+    kernels = args.backend if runs_on == args.backend else f"{args.backend} -> {runs_on}"
+    print(f"int8 integer-only model ({kernels}): test accuracy {acc:.4f} -> {path}")
+    return {
+        "integer_accuracy": acc,
+        "integer_backend": args.backend,
+        "integer_runs_on": runs_on,
+        "integer_reduce_range": imodel.reduce_range,
+        "integer_path": str(path),
+    }
 
 
 def _kmeans(args, model, loaders) -> tuple[Any, Any, dict[str, Any]]:

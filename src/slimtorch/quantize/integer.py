@@ -18,7 +18,11 @@ requantization rounds ties up and uses a 31-bit multiplier: outputs agree within
 
 Backends: ``"reference"`` runs the steps above with integer torch ops (exact, slow);
 ``"x86"`` / ``"fbgemm"`` run the same integers on torch's quantized engines (int8 GEMM with
-int32 accumulation; their requantization multiplies by a float scale).
+int32 accumulation; their requantization multiplies by a float scale, so each layer's input is
+within one step of the reference's). On a CPU whose engine saturates u8*s8 pair sums in int16
+(no VNNI) a program with 8-bit activations would be silently wrong there: it runs on the
+reference kernels instead, with a warning (``runs_on`` says which); 7-bit activations
+(``PTQConfig.reduce_range``, automatic on such CPUs) keep the engines exact (``engine``).
 
 Example:
     >>> import torch
@@ -57,6 +61,7 @@ from slimtorch.quantize.primitives import PerGroup
 from slimtorch.quantize.ptq import integer_weight
 
 BACKENDS = ("reference", "x86", "fbgemm")
+REDUCED_Q_MAX = 127  # 7-bit activations: u8*s8 pair sums stay inside int16
 PASS_THROUGH = (nn.Identity, nn.Dropout)
 
 
@@ -307,11 +312,43 @@ class IntegerModel(nn.Module):
             )
         if self.backend == "reference":
             return run_reference(self.steps, x)
+        return self._engine()(x)
+
+    def _engine(self) -> nn.Module:
         if self._engine_model is None:
             from slimtorch.quantize.engine import build_engine_model
 
             self._engine_model = build_engine_model(self.steps, self.backend)
-        return self._engine_model(x)
+        return self._engine_model
+
+    @property
+    def runs_on(self) -> str:
+        """The kernels that run it: the backend, or ``"reference"`` where the engine would
+        saturate on this CPU (8-bit activations without VNNI)."""
+        return self.backend if self.backend == "reference" else self._engine().runs_on
+
+    @property
+    def reduce_range(self) -> bool:
+        """Whether every activation fits 7 bits (``q_max <= 127``): exact on every engine."""
+        ranges = [s.attrs["q_max"] for s in self.steps if s.op in ("quantize", "requantize")]
+        return max(ranges, default=0) <= REDUCED_Q_MAX
+
+    def integer_trace(self, x: Tensor) -> list[Tensor]:
+        """Every layer's integer input (uint8 values as int32) on this model's backend.
+
+        Args:
+            x: float input batch.
+
+        Returns:
+            One tensor per conv/linear layer, in program order.
+        """
+        trace: list[Tensor] = []
+        with torch.no_grad():
+            if self.backend == "reference":
+                run_reference(self.steps, x, trace=trace)
+            else:
+                self._engine()(x, trace=trace)
+        return trace
 
     def with_backend(self, backend: str) -> IntegerModel:
         """The same integers on another backend."""

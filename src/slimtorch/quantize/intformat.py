@@ -4,10 +4,14 @@ Layout: a standard safetensors file (8-byte header length, JSON header, tensor b
 are named ``"<step>.<tensor>"`` (int8 weights, int32 biases, int64 multipliers and shifts,
 float32 scales). The safetensors metadata key ``"slimtorch"`` holds a JSON document:
 ``{"format": FORMAT_NAME, "version": FORMAT_VERSION, "input_shape": [...], "backend": ...,
-"steps": [{"op": ..., "attrs": {...}, "tensors": [...]}, ...], "sha256": <of the tensor
-bytes>, "data": {"data": ..., "seed": ..., "input_shape": ..., "num_classes": ...}}`` (``data``:
-what the model was calibrated and scored on, :mod:`slimtorch.data.record`; optional). Writes
-are atomic; a truncated, corrupted or foreign file raises ``ModelError``.
+"reduce_range": ..., "steps": [{"op": ..., "attrs": {...}, "tensors": [...]}, ...], "sha256":
+<of the tensor bytes>, "data": {"data": ..., "seed": ..., "input_shape": ..., "num_classes":
+...}}`` (``data``: what the model was calibrated and scored on, :mod:`slimtorch.data.record`;
+optional). ``reduce_range`` (true: every activation fits 7 bits, so torch's engines run it
+exactly on every CPU; false: 8-bit activations, which run on the reference kernels where the
+engine saturates) is derived from the steps' ``q_max`` and written for readers of the header;
+the steps themselves carry the ranges. Writes are atomic; a truncated, corrupted or foreign
+file raises ``ModelError``.
 
 Example:
     >>> import tempfile, pathlib, torch
@@ -65,6 +69,7 @@ def save_integer_model(
         "version": FORMAT_VERSION,
         "backend": model.backend,
         "input_shape": list(model.input_shape),
+        "reduce_range": model.reduce_range,
         "steps": steps,
         "sha256": hashlib.sha256(st_save(tensors)).hexdigest(),
     }
@@ -99,7 +104,7 @@ def integer_model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Returns:
         The document: ``format``, ``version``, ``backend``, ``input_shape``, ``steps``, and
-        ``data`` when the writer recorded it.
+        ``reduce_range`` and ``data`` when the writer recorded them.
     """
     path = Path(path)
     try:

@@ -5,7 +5,11 @@ Calibrate, then solve, then apply: ``prepare`` folds BatchNorm and wraps every c
 whose input observer records activations; ``calibrate`` runs N batches; ``freeze`` turns the
 observations into scales and zero points. Weights use ``PTQConfig.weight_spec`` (signed,
 symmetric by default: zero points of 0 keep integer kernels simple); activations are unsigned
-asymmetric per-tensor (``activation_spec``), as torch's x86/fbgemm engines expect.
+asymmetric per-tensor (``activation_spec``), as torch's x86/fbgemm engines expect. With
+``reduce_range`` 8-bit activations use 7 bits (0..127), as PyTorch's x86 qconfig does: without
+VNNI those engines add u8*s8 products in pairs into int16, which full-range activations overflow
+(``quantize.engine``); ``"auto"`` (the default) reduces only where this CPU's engine saturates,
+and the report records what it chose.
 
 Example:
     >>> import torch
@@ -47,6 +51,8 @@ from slimtorch.quantize.report import QuantReport, layer_report
 
 PTQ_VERSION = 1
 ZERO_POINT_BITS = 32  # zero points are stored as int32
+REDUCE_RANGE = ("auto", True, False)
+FULL_ACTIVATION_BITS = 8  # the width reduce_range narrows by one bit
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ class PTQConfig:
         fold_bn: fold BatchNorm into the preceding conv/linear first.
         exclude: regexes (``re.fullmatch`` on qualified module names) of layers kept in float.
         scale_dtype: dtype scales are stored in.
+        reduce_range: 8-bit activations use 7 bits (0..127) so torch's int8 engines cannot
+            saturate on CPUs without VNNI; ``"auto"``: only where this CPU's engine saturates
+            (measured once), True / False: always / never.
         version: config version.
 
     Example:
@@ -82,12 +91,17 @@ class PTQConfig:
     fold_bn: bool = True
     exclude: tuple[str, ...] = ()
     scale_dtype: str = "float32"
+    reduce_range: str | bool = "auto"
     version: int = PTQ_VERSION
 
     def __post_init__(self) -> None:
         self.weight_spec  # noqa: B018 -- validates bits and granularity
         if self.activation_bits is not None:
-            self.activation_spec  # noqa: B018
+            self._activation_spec(self.activation_bits)
+        if self.reduce_range not in REDUCE_RANGE or not isinstance(self.reduce_range, str | bool):
+            raise ConfigError(
+                f"reduce_range: expected 'auto', True or False, got {self.reduce_range!r}"
+            )
         if self.observer not in OBSERVERS:
             raise ConfigError(
                 f"observer: expected one of {', '.join(OBSERVERS)}, got {self.observer!r}"
@@ -111,8 +125,24 @@ class PTQConfig:
 
     @property
     def activation_spec(self) -> QuantSpec:
-        """Unsigned asymmetric per-tensor activations at ``activation_bits``."""
-        return QuantSpec(self.activation_bits or 8, False, False, PerTensor(), self.scale_dtype)
+        """Unsigned asymmetric per-tensor activations at ``activation_bits`` (7 when reduced)."""
+        bits = self.activation_bits or FULL_ACTIVATION_BITS
+        return self._activation_spec(bits - 1 if self.activation_range_reduced else bits)
+
+    def _activation_spec(self, bits: int) -> QuantSpec:
+        return QuantSpec(bits, False, False, PerTensor(), self.scale_dtype)
+
+    @property
+    def activation_range_reduced(self) -> bool:
+        """``reduce_range`` resolved: 8-bit activations calibrated to 7 bits on this machine."""
+        if self.activation_bits != FULL_ACTIVATION_BITS or self.reduce_range is False:
+            return False
+        if self.reduce_range is True:
+            return True
+        from slimtorch.quantize.engine import engine_saturates, pairs_fit_int16
+
+        weight_max = 2 ** (self.weight_bits - 1)
+        return not pairs_fit_int16(2**FULL_ACTIVATION_BITS - 1, weight_max) and engine_saturates()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -275,4 +305,5 @@ def quantize_ptq(
         used = 0
     report = weight_report(qmodel)
     report.extra.update(config=config.to_dict(), calib_batches_used=used)
+    report.extra["activation_range_reduced"] = config.activation_range_reduced
     return qmodel, report
