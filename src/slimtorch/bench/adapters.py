@@ -158,8 +158,10 @@ def _load_integer(source: str, _options: LoadOptions) -> BenchTarget:
     model = load_integer_model(path)
     if backend is not None:
         model = model.with_backend(backend)
-    return _target(_label(str(path), f"int8-{model.backend}"), model, "int8",
-                   source=source, backend=model.backend)  # fmt: skip
+    runs_on = model.runs_on  # "reference" where this CPU's int8 engine would saturate
+    tag = model.backend if runs_on == model.backend else f"{model.backend}->{runs_on}"
+    return _target(_label(str(path), f"int8-{tag}"), model, "int8", source=source,
+                   backend=model.backend, runs_on=runs_on)  # fmt: skip
 
 
 # --- k-means and linear fake-quant, re-applied to a float checkpoint --------------------------
@@ -185,8 +187,9 @@ def _load_ptq(source: str, _options: LoadOptions) -> BenchTarget:
     train, _, _ = make_loaders(load_data(data, seed=seed), PTQ_CALIB_BATCH, seed)
     config = PTQConfig(weight_bits=int(m["bits"]), activation_bits=PTQ_ACTIVATION_BITS)
     qmodel, _report = quantize_ptq(model, train, config)
-    return _target(_label(m["path"], f"ptq-w{m['bits']}a8"), qmodel, "ptq", source=source,
-                   arch=spec.name, bits=int(m["bits"]))  # fmt: skip
+    a_bits = PTQ_ACTIVATION_BITS - int(config.activation_range_reduced)  # 7 where auto narrowed
+    return _target(_label(m["path"], f"ptq-w{m['bits']}a{a_bits}"), qmodel, "ptq", source=source,
+                   arch=spec.name, bits=int(m["bits"]), activation_bits=a_bits)  # fmt: skip
 
 
 # --- Deep Compression file -------------------------------------------------------------------
