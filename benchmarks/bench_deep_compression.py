@@ -1,7 +1,7 @@
 """Deep Compression end to end: compression ratio and accuracy change per recipe.
 
 Each run trains the uncompressed baseline (seeded; the same for every recipe of one model and
-data set), runs the recipe through ``slimtorch.compress_cli.compress`` and reads back the file
+data set), runs the recipe through ``slimtorch.compress.job.compress`` and reads back the file
 it wrote: ratio = baseline fp32 bytes / compressed file bytes (every byte counted), accuracy
 change = decoded model's test accuracy - baseline's, both measured in the same run. The KD
 comparison runs the same recipe with every ``distill = true`` switched off.
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from slimtorch.compress_cli import compress
+from slimtorch.compress.job import compress
+from slimtorch.compress.recipe import Recipe, Stage, load_recipe
 from slimtorch.io import atomic_write_text
-from slimtorch.recipe import Recipe, Stage, load_recipe
 
 RESULTS = Path(__file__).parent / "results" / "deep_compression.json"
 PAPER_RATIO = {"lenet300": 40.0, "lenet5": 39.0}  # Han, Mao & Dally 2016, Table 1

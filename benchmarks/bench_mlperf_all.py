@@ -114,7 +114,7 @@ def _recipe_prefix(n_stages: int):
     """The default recipe cut after its first ``n_stages`` stages (prune, fine-tune)."""
     import dataclasses
 
-    from slimtorch.recipe import load_recipe
+    from slimtorch.compress.recipe import load_recipe
 
     recipe = load_recipe()
     return dataclasses.replace(recipe, stages=recipe.stages[:n_stages])
@@ -122,8 +122,8 @@ def _recipe_prefix(n_stages: int):
 
 def prepare_lenet(work: Path, args: argparse.Namespace) -> tuple[list[str], dict]:
     """fp32, sparse (pruned, CSR), Deep Compression .slim, int8 and k-means LeNet-300-100."""
-    from slimtorch.pipeline import run_pipeline
-    from slimtorch.recipe import load_recipe
+    from slimtorch.compress.job import run_pipeline
+    from slimtorch.compress.recipe import load_recipe
 
     base, pruned_dir = work / "lenet300_fp32", work / "lenet300_pruned"
     slim, int8 = work / "lenet300.slim", work / "lenet300_int8.safetensors"

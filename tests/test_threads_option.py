@@ -20,10 +20,9 @@ from slimtorch.bench.sut import (
     unregister_sut_adapter,
 )
 from slimtorch.cli import main
-from slimtorch.compress_cli import compress
+from slimtorch.compress.job import compress, run_pipeline
 from slimtorch.llm.generate import GenerateConfig, generate
 from slimtorch.llm.model import Llama, LlamaConfig
-from slimtorch.pipeline import run_pipeline
 from slimtorch.profile import ProfileConfig
 from slimtorch.profile.noise import judge_noise
 from slimtorch.profile.timing import layer_latencies, measure_latency, throughput_sweep
@@ -159,8 +158,8 @@ def test_generate_records_threads_and_decode_noise() -> None:
 def test_noisy_figures_are_marked_in_tables() -> None:
     from rich.console import Console
 
-    from slimtorch.compress_report import stage_table
-    from slimtorch.pipeline import StageRecord
+    from slimtorch.compress.measure import StageRecord
+    from slimtorch.compress.report import stage_table
 
     noisy = judge_noise(None, threads=8, cores=2)  # oversubscribed: noisy by rule
     record = StageRecord(-1, "original", 0.9, 0.9, 10, 10, 12, 48, 32.0, 1.0, 10, 10, 0.1, 0.0)

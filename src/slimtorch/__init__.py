@@ -13,16 +13,15 @@ from __future__ import annotations
 
 from slimtorch.bench import TestSettings, benchmark
 from slimtorch.checkpoint import load_checkpoint, save_checkpoint
-from slimtorch.compress_cli import compress
+from slimtorch.compress.job import compress, run_pipeline
+from slimtorch.compress.recipe import Recipe, load_recipe
 from slimtorch.data import load_data, load_digits, make_loaders
 from slimtorch.distill import DistillConfig, Distiller
 from slimtorch.encode import EncodeConfig, load_compressed, save_compressed
 from slimtorch.models import ModelSpec, build_model, create_model
-from slimtorch.pipeline import run_pipeline
 from slimtorch.profile import ProfileConfig, profile_model
 from slimtorch.prune import PruneConfig, prune_model
 from slimtorch.quantize import PTQConfig, QATConfig, quantize_ptq, quantize_qat, to_integer
-from slimtorch.recipe import Recipe, load_recipe
 from slimtorch.resolve import resolve_model
 from slimtorch.train import FitConfig, evaluate, fit
 

@@ -26,7 +26,7 @@ EXIT_USER_ERROR = 2
 # whose ``func(args) -> int`` runs it. Keep those modules light (import heavy code inside func).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.bench.cli",
-    "slimtorch.compress_cli",
+    "slimtorch.compress.cli",
     "slimtorch.encode.cli",
     "slimtorch.distill.cli",
     "slimtorch.llm.cli",

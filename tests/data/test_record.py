@@ -11,10 +11,10 @@ import pytest
 from slimtorch.bench.sut import recorded_data
 from slimtorch.checkpoint import load_checkpoint
 from slimtorch.cli import main
+from slimtorch.compress.recipe import parse_recipe
 from slimtorch.data.record import DataRecord, artefact_record, check_data_fits
 from slimtorch.errors import DataError
 from slimtorch.quantize.intformat import integer_model_info
-from slimtorch.recipe import parse_recipe
 
 SEED = 3  # not the default 0: the split seed must travel too
 SHAPE_16 = [1, 16, 16]
@@ -132,7 +132,7 @@ kind = "encode"
 
 
 def test_compress_records_the_data_and_reuses_a_checkpoints(tmp_path):
-    from slimtorch.compress_cli import compress
+    from slimtorch.compress.job import compress
 
     first = tmp_path / "first"
     compress(parse_recipe(RECIPE), out=first, progress=False)

@@ -110,6 +110,32 @@ def _digits_2bit() -> tuple[nn.Module, object, object]:
     return q, train, val
 
 
+def test_loss_hook_replaces_the_loss_and_after_backward_runs_each_step() -> None:
+    """Oracles: a ``loss_fn`` that is cross-entropy gives the default run bit for bit; a
+    zero loss leaves every centroid where it was (Adam's first step of a zero gradient is 0);
+    ``after_backward`` runs once per batch, after the gradients exist."""
+    data = [(torch.randn(8, 6), torch.randint(0, 3, (8,))) for _ in range(3)]
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def centroids(loss_fn=None, after_backward=None) -> list[torch.Tensor]:
+        q, _ = kmeans_quantize_model(base, KMeansConfig(bits=2))
+        finetune_centroids(q, data, epochs=2, progress=False, loss_fn=loss_fn,
+                           after_backward=after_backward)  # fmt: skip
+        return [m.codebook.detach().clone() for m in codebook_layers(q).values()]
+
+    plain = centroids()
+    same = centroids(lambda model, out, y: F.cross_entropy(out, y))
+    assert all(torch.equal(a, b) for a, b in zip(plain, same, strict=True))
+    start = [m.codebook.detach() for m in codebook_layers(kmeans_quantize_model(
+        base, KMeansConfig(bits=2))[0]).values()]  # fmt: skip
+    frozen = centroids(lambda model, out, y: 0.0 * out.sum())
+    assert all(torch.equal(a, b) for a, b in zip(start, frozen, strict=True))
+    seen = []
+    centroids(after_backward=lambda m: seen.append(m[0].codebook.grad is not None))
+    assert seen == [True] * (2 * len(data))
+
+
 def test_keep_best_restores_the_best_epoch_by_validation() -> None:
     q, train, val = _digits_2bit()
     rerun = copy.deepcopy(q)

@@ -39,6 +39,7 @@ from torch.nn.utils import parametrize, prune
 from slimtorch.errors import ConfigError
 from slimtorch.io import atomic_write_bytes
 from slimtorch.profile.size import WeightFormat, tensor_size_bits
+from slimtorch.quantize.granularity import Granularity, PerGroup, granularity_to_dict
 from slimtorch.quantize.kmeans import (
     MAX_INDEX_BITS,
     KMeansConfig,
@@ -57,7 +58,8 @@ Method = Literal["kmeans", "linear"]
 METHODS: tuple[str, ...] = ("kmeans", "linear")
 DEFAULT_CANDIDATE_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
 LINEAR_BITS_RANGE = (2, 8)  # symmetric per-channel linear quantization needs >= 2 bits
-LINEAR_SCALE_BITS = 32  # one fp32 scale per output channel
+LINEAR_SCALE_BITS = 32  # one fp32 scale per output channel (per block of the granularity)
+PER_CHANNEL = PerChannel(0)  # linear quantization's default granularity: one scale per row
 MIXED_CONFIG_VERSION = 1
 MAX_FRONT = 20_000  # Pareto states kept per layer step (thinned evenly by size beyond this)
 
@@ -119,8 +121,11 @@ def check_bits(bits: tuple[int, ...], method: str) -> None:
         raise ConfigError(f"candidate_bits: expected widths in {low}..{high} for {method}: {bits}")
 
 
-def fake_quant_weight(w: Tensor, bits: int, method: Method) -> Tensor:
-    """``w`` after quantization to ``bits`` and back to float (zeros stay exactly zero).
+def fake_quant_weight(
+    w: Tensor, bits: int, method: Method, granularity: Granularity = PER_CHANNEL
+) -> Tensor:
+    """``w`` after quantization to ``bits`` and back to float (zeros stay exactly zero);
+    ``granularity``: which weights share a scale (``"linear"`` only).
 
     Example:
         >>> w = torch.tensor([[0.0, 0.5, 1.0, -1.0]])
@@ -128,15 +133,21 @@ def fake_quant_weight(w: Tensor, bits: int, method: Method) -> Tensor:
         [[0.0, 0.5, 1.0, -1.0]]
     """
     if method == "linear":
-        return fake_quantize(w, QuantSpec(bits=bits, granularity=PerChannel(0)))
+        return fake_quantize(w, QuantSpec(bits=bits, granularity=granularity))
     codebook, idx, zero = kmeans_codebook(w, bits)
     return codebook_decode(idx.reshape(-1), codebook, tuple(w.shape), zero).to(w.dtype)
 
 
-def weight_format(bits: int, method: Method) -> WeightFormat:
+def weight_format(
+    bits: int, method: Method, granularity: Granularity = PER_CHANNEL
+) -> WeightFormat:
     """How a layer quantized by ``method`` to ``bits`` is stored (for its size in bits)."""
     if method == "linear":
-        return WeightFormat(bits=bits, granularity="channel", scale_bits=LINEAR_SCALE_BITS)
+        kind = granularity_to_dict(granularity)["kind"]
+        group = granularity.size if isinstance(granularity, PerGroup) else None
+        return WeightFormat(
+            bits=bits, granularity=kind, group_size=group, scale_bits=LINEAR_SCALE_BITS
+        )
     return codebook_format(bits)
 
 
@@ -326,12 +337,17 @@ def choose_bits(result: SensitivityResult, budget: int | MixedPrecisionConfig) -
 
 
 def quantize_mixed(
-    model: nn.Module, bits_by_layer: dict[str, int], method: Method = "kmeans"
+    model: nn.Module,
+    bits_by_layer: dict[str, int],
+    method: Method = "kmeans",
+    *,
+    granularity: Granularity = PER_CHANNEL,
 ) -> tuple[nn.Module, QuantReport]:
     """Quantize the named layers at their widths (others stay float); returns a new model.
 
-    ``"kmeans"`` builds codebook layers; ``"linear"`` writes per-channel fake-quantized
-    weights (dequantized values) into a float copy.
+    ``"kmeans"`` builds codebook layers; ``"linear"`` writes symmetric fake-quantized weights
+    (dequantized values, one scale per block of ``granularity``, per channel by default) into
+    a float copy.
 
     Example:
         >>> q, rep = quantize_mixed(nn.Sequential(nn.Linear(4, 2)), {"0": 2})
@@ -351,10 +367,9 @@ def quantize_mixed(
     for name, b in bits_by_layer.items():
         weight = work.get_submodule(name).weight
         w = weight.detach().clone()
-        w_hat = fake_quant_weight(w, b, "linear")
+        w_hat = fake_quant_weight(w, b, "linear", granularity)
         with torch.no_grad():
             weight.copy_(w_hat)
-        report.layers.append(
-            layer_report(f"{name}.weight", w, w_hat, weight_format(b, "linear"), "linear")
-        )
+        fmt = weight_format(b, "linear", granularity)
+        report.layers.append(layer_report(f"{name}.weight", w, w_hat, fmt, "linear"))
     return work, report

@@ -14,14 +14,24 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from slimtorch.errors import ConfigError
 from slimtorch.quantize.kmeans_module import CodebookLayer
-from slimtorch.train import SCHEDULERS, EpochStats, FitConfig, FitReport, evaluate, fit
+from slimtorch.train import (
+    SCHEDULERS,
+    EpochStats,
+    FitConfig,
+    FitReport,
+    LossFn,
+    ModelHook,
+    evaluate,
+    fit,
+)
 
 DEFAULT_CENTROID_LR = 1e-3  # Adam step for centroids; weights here are O(0.1)
 
@@ -73,30 +83,27 @@ def finetune_centroids(
     seed: int = 0,
     progress: bool = True,
     label: str = "finetune_centroids",
+    loss_fn: LossFn | None = None,
+    after_backward: ModelHook | None = None,
 ) -> FitReport:
     """Fine-tune the centroids of every codebook layer in place, assignments fixed.
 
-    Only the ``codebook`` parameters learn (plus every other parameter when ``train_other``);
-    reserved exact-zero entries stay 0. With ``freeze_bn`` BatchNorm layers run in eval mode
-    (running statistics, not updated), so training sees the same function that inference
-    runs. With ``keep_best`` the model ends in the state (parameters and BatchNorm buffers)
-    with the highest validation accuracy among the start and every epoch (the earliest on a
-    tie), so a noisy last epoch cannot make it worse by validation. ``requires_grad`` flags
-    are restored afterwards.
+    Only the ``codebook`` parameters learn (plus every other parameter with ``train_other``);
+    reserved exact-zero entries stay 0 and ``requires_grad`` flags are restored afterwards.
 
     Args:
         model: A model from :func:`~slimtorch.quantize.kmeans.kmeans_quantize_model`.
-        train_loader: ``(x, y)`` training batches.
-        val_loader: Optional validation batches (evaluated after each epoch).
-        epochs: Passes over ``train_loader`` (>= 1).
-        lr: Adam learning rate.
+        train_loader, val_loader: ``(x, y)`` batches (validation after each epoch; optional).
+        epochs, lr: Passes over ``train_loader`` (>= 1) and the Adam learning rate.
         train_other: Also train biases, norms and float layers.
-        freeze_bn: Keep BatchNorm in eval mode while fine-tuning.
+        freeze_bn: Run BatchNorm on its running statistics (not updated), as inference does.
         scheduler: ``"none"`` or ``"cosine"`` (lr annealed to 0 over ``epochs``).
-        keep_best: Restore the best state by validation accuracy (needs ``val_loader``).
-        seed: Seed of the training loop.
-        progress: Show a progress bar.
-        label: Leads each epoch's progress line.
+        keep_best: End in the state (parameters and buffers) with the best validation accuracy
+            among the start and every epoch (the earliest on a tie); needs ``val_loader``.
+        seed, progress, label: The training loop's seed, progress lines and their label.
+        loss_fn: ``loss_fn(model, outputs, targets) -> scalar`` in place of cross-entropy
+            (e.g. a :class:`~slimtorch.distill.Distiller`'s, to learn from a teacher).
+        after_backward: ``hook(model)`` before each optimizer step (e.g. the Distiller's).
 
     Returns:
         The ``FitReport`` of the fine-tuning run.
@@ -109,13 +116,35 @@ def finetune_centroids(
         1
     """
     layers = codebook_layers(model)
+    _check_options(layers, scheduler, keep_best, val_loader)
+    best = _BestState(model, evaluate(model, val_loader).accuracy) if keep_best else None
+    config = FitConfig(epochs=epochs, lr=lr, optimizer="adam", scheduler=scheduler, seed=seed)
+    callbacks = [best.update] if best is not None else None
+    with _centroids_only(model, layers, train_other, freeze_bn):
+        report = fit(model, train_loader, val_loader, config, progress, callbacks, label=label,
+                     loss_fn=loss_fn, after_backward=after_backward)  # fmt: skip
+        if best is not None:
+            model.load_state_dict(best.state)
+    return report
+
+
+def _check_options(
+    layers: dict[str, CodebookLayer], scheduler: str, keep_best: bool, val_loader: object
+) -> None:
     if not layers:
         raise ConfigError("finetune_centroids: the model has no codebook layers (k-means first)")
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"scheduler: expected one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     if keep_best and val_loader is None:
         raise ConfigError("keep_best: needs a val_loader to choose the best state")
-    best = _BestState(model, evaluate(model, val_loader).accuracy) if keep_best else None
+
+
+@contextlib.contextmanager
+def _centroids_only(
+    model: nn.Module, layers: dict[str, CodebookLayer], train_other: bool, freeze_bn: bool
+) -> Iterator[None]:
+    """Only the codebooks (all parameters with ``train_other``) require gradients, BatchNorm
+    runs on its running statistics with ``freeze_bn``; both undone on exit."""
     centroids = {id(m.codebook) for m in layers.values()}
     saved = {p: p.requires_grad for p in model.parameters()}
     hooks = [
@@ -126,12 +155,7 @@ def finetune_centroids(
     try:
         for p in model.parameters():
             p.requires_grad_(train_other or id(p) in centroids)
-        config = FitConfig(epochs=epochs, lr=lr, optimizer="adam", scheduler=scheduler, seed=seed)
-        callbacks = [best.update] if best is not None else None
-        report = fit(model, train_loader, val_loader, config, progress, callbacks, label=label)
-        if best is not None:
-            model.load_state_dict(best.state)
-        return report
+        yield
     finally:
         for hook in hooks:
             hook.remove()

@@ -7,7 +7,7 @@ import json
 import torch
 
 from slimtorch.cli import main
-from slimtorch.compress_cli import compress
+from slimtorch.compress.job import compress
 from slimtorch.data import load_data, make_loaders
 from slimtorch.encode import load_compressed
 from slimtorch.train import evaluate
@@ -67,3 +67,12 @@ def test_cli_reuses_the_cached_baseline_and_reports_errors(tmp_path, capsys) -> 
     assert main(["compress", "--recipe", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.toml: stage 0 (prune)" in err and "sparsity" in err
+
+
+def test_the_package_root_exports_the_jobs_compress() -> None:
+    """``slimtorch.compress`` (the public verb) is the job's function; the package's modules
+    are reached with ``from slimtorch.compress import job`` (the name is taken by the verb)."""
+    import slimtorch
+    from slimtorch.compress import job
+
+    assert slimtorch.compress is job.compress is compress

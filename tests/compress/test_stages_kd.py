@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import slimtorch.pipeline as pipeline
+from slimtorch.compress import state as compress_state
+from slimtorch.compress.job import run_pipeline
+from slimtorch.compress.recipe import parse_recipe
+from slimtorch.compress.stages import finetune_centroids
 from slimtorch.models import build_model, make_spec
-from slimtorch.pipeline import run_pipeline
-from slimtorch.recipe import parse_recipe
 
 RECIPE = """
 [distill]
@@ -54,14 +55,14 @@ def test_teacher_is_the_uncompressed_model_in_eval_mode(monkeypatch) -> None:
     model.train()  # the teacher must still run with running statistics
     original = {k: v.clone() for k, v in model.state_dict().items()}
     seen = []
-    real = pipeline.Distiller
+    real = compress_state.Distiller
 
     def spy(student, teacher, config):
         kd = real(student, teacher, config)
         seen.append(kd.teacher)
         return kd
 
-    monkeypatch.setattr(pipeline, "Distiller", spy)
+    monkeypatch.setattr(compress_state, "Distiller", spy)
     data = _data()
     run_pipeline(model, spec, parse_recipe(RECIPE.format(kd="true"), "t.toml"),
                  (data, data, data), progress=False)  # fmt: skip
@@ -77,7 +78,7 @@ def test_distilled_centroid_finetune_treats_batchnorm_like_the_plain_one(monkeyp
     """Oracle: ``finetune_centroids(freeze_bn=...)`` (frozen: running statistics untouched;
     not frozen: updated). The KD path of the centroid stage must do the same as the plain
     path under the pipeline's one switch."""
-    monkeypatch.setattr(pipeline, "CENTROID_FREEZE_BN", freeze)
+    monkeypatch.setattr(finetune_centroids, "CENTROID_FREEZE_BN", freeze)
     data = _data()
     for kd in ("false", "true"):
         model, spec = _bn_model()
