@@ -36,3 +36,5 @@ def test_estimate_bytes_matches_closed_form() -> None:
     qbits = {"0.weight": 4}
     assert estimate_bytes(model, masks, qbits, huff) == math.ceil((n * (4 + 5) + 16 * 32) / 8)
     assert estimate_bytes(model, {}, {}, huff) == 300 * 4
+    half = HuffmanConfig(index_bits=5, codebook_dtype="float16")  # fp16 centroids: 16 bits each
+    assert estimate_bytes(model, masks, qbits, half) == math.ceil((n * (4 + 5) + 16 * 16) / 8)

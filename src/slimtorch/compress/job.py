@@ -113,6 +113,9 @@ def run_pipeline(
     """
     original = state_bytes(model)
     state = PipelineState(model, spec, teacher=snapshot_teacher(model))
+    encode = [s.config for s in recipe.stages if s.kind == "encode"]
+    if encode:  # closed-form sizes before the file use the file's index and codebook widths
+        state.huffman = encode[0]
     state.file_metadata = {"recipe": recipe.name, **(file_metadata or {})}
     out = None if out_file is None else Path(out_file)
     records = [measure(state, -1, "original", loaders, original, 0.0, threads)]
@@ -128,7 +131,7 @@ def run_pipeline(
     final = dense_model(state.model, spec)
     return PipelineResult(
         tuple(records), final, spec, state.masks, state.qbits, state.file,
-        dict(state.histogram), original,
+        dict(state.histogram), original, state.huffman.codebook_dtype,
     )  # fmt: skip
 
 

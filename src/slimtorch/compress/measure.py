@@ -1,8 +1,9 @@
 """Measurements after each stage of a compression run: accuracy, sparsity, size, MACs, latency.
 
 Sizes before the encode stage are closed forms in the paper's convention (kept values at their
-bit width, relative indices at their fixed width including filler entries, codebooks at 32
-bits); the encode stage's size is the file's length.
+bit width, relative indices at their fixed width including filler entries, codebook entries at
+the width the recipe's encode stage stores them: 32 bits for float32, 16 for float16); the
+encode stage's size is the file's length.
 
 Example:
     >>> from torch import Tensor, nn
@@ -28,12 +29,13 @@ from slimtorch.models import ModelSpec
 from slimtorch.profile.noise import Noise
 from slimtorch.profile.timing import measure_latency
 from slimtorch.profile.trace import trace_model
-from slimtorch.quantize.kmeans import CODEBOOK_ENTRY_BITS
 from slimtorch.train import evaluate
 
 LATENCY_RUNS = 30
 LATENCY_WARMUP = 3
 LATENCY_BUDGET_S = 0.5
+
+CODEBOOK_ENTRY_BITS = {"float32": 32, "float16": 16}  # bits per stored centroid, by dtype
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class PipelineResult:
     file: CompressedSummary | None
     histogram: dict[str, Any]
     original_bytes: int
+    codebook_dtype: str = "float32"  # how the closed-form sizes counted codebook entries
 
 
 def state_bytes(model: nn.Module) -> int:
@@ -84,13 +87,14 @@ def estimate_bytes(model: nn.Module, masks: dict, qbits: dict, huffman: HuffmanC
 
     Kept values cost their bit width (quantized: ``qbits``, else the dtype's), a pruned tensor
     adds one fixed-width relative index per stored entry (fillers included) and a quantized
-    tensor a ``2**bits`` codebook of fp32 entries.
+    tensor a ``2**bits`` codebook of ``huffman.codebook_dtype`` entries.
     """
+    entry_bits = CODEBOOK_ENTRY_BITS[huffman.codebook_dtype]
     bits = 0
     for key, t in model.state_dict().items():
         vbits = qbits.get(key, t.element_size() * 8)
         if key in qbits:
-            bits += (2 ** qbits[key]) * CODEBOOK_ENTRY_BITS
+            bits += (2 ** qbits[key]) * entry_bits
         mask = masks.get(key)
         if mask is not None and not bool(mask.all()):
             ib = huffman.bits_for(tuple(t.shape))

@@ -163,11 +163,12 @@ def markdown(result: PipelineResult, summary: dict[str, Any]) -> str:
             f"| {row['stage']} | {row['test_accuracy']:.4f} | {row['weights_kept']:.1%} "
             f"| {row['size_bytes']:,} | {row['ratio']:.1f}x |"
         )
+    codebook = {"float32": "fp32", "float16": "fp16"}[result.codebook_dtype]
     lines += [
         "",
         "Sizes before the file are closed forms (kept values at their bit width, "
-        "fixed-width relative indices with fillers, fp32 codebooks); the file row is "
-        "the real file, every byte counted.",
+        f"fixed-width relative indices with fillers, {codebook} codebooks, as the encode "
+        "stage stores them); the file row is the real file, every byte counted.",
         "",
     ]
     return "\n".join(lines)
