@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from slimtorch.core.trace import trace_model
 from slimtorch.data import load_data, make_loaders
 from slimtorch.io import atomic_write_text
 from slimtorch.models import create_model
 from slimtorch.profile.timing import measure_latency, percentile
-from slimtorch.profile.trace import trace_model
 from slimtorch.prune.graph import trace_channels
 from slimtorch.prune.surgery import prune_channels
 from slimtorch.train import FitConfig, evaluate, fit

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from slimtorch.core.trace import trace_model
 from slimtorch.io import atomic_write_text
 from slimtorch.models import MODEL_NAMES, create_model
 from slimtorch.profile import ProfileConfig, profile_model
-from slimtorch.profile.trace import trace_model
 
 RESNET18_PUBLISHED_MACS = 1.82e9
 RESNET18_TORCHVISION_PARAMS = 11_689_512

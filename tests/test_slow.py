@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from slimtorch.core.trace import trace_model
 from slimtorch.data import load_digits, make_loaders
 from slimtorch.models import MODEL_NAMES, create_model
-from slimtorch.profile.trace import trace_model
 from slimtorch.train import FitConfig, evaluate, fit
 
 RESNET18_PUBLISHED_MACS = 1.82e9  # He et al. 2016, Table 1 (1.8e9 multiply-adds)

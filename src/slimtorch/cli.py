@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import math
-import os
-import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from slimtorch.cli_errors import describe_user_error
+from slimtorch.cli_options import add_model_options, check_out_dir, model_kwargs
 from slimtorch.errors import ConfigError, SlimtorchError, first_line
 
 EXIT_USER_ERROR = 2
@@ -34,124 +32,6 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.quantize.cli",
 )
 EXIT_INTERRUPTED = 130
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """Parse an input shape like ``1,1,8,8`` or ``1x3x32x32``.
-
-    Args:
-        text: comma- or x-separated positive integers.
-
-    Returns:
-        The shape as a tuple.
-
-    Example:
-        >>> parse_shape("1x3x32x32")
-        (1, 3, 32, 32)
-    """
-    parts = re.split(r"[,x]", text.strip())
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(
-            f"--input-shape: expected comma-separated positive integers like 1,1,8,8, got {text!r}"
-        ) from None
-    if not shape or any(d < 1 for d in shape):
-        raise ConfigError(
-            f"--input-shape: every dimension must be a positive integer, got {text!r}"
-        )
-    return shape
-
-
-MAX_INPUT_ELEMENTS = 2**31 - 1  # many torch CPU kernels index a tensor with 32-bit integers
-INPUT_MEMORY_SHARE = 4  # a forward pass holds several tensors as large as its input
-DTYPE_BYTES = {"float32": 4, "int64": 8}
-
-
-def check_input_size(
-    shape: tuple[int, ...], dtype: str = "float32", batch_sizes: Sequence[int] = ()
-) -> None:
-    """Refuse an example input (or a throughput batch of it) too large to allocate.
-
-    Checked before anything is allocated: at most ``MAX_INPUT_ELEMENTS`` elements, and
-    ``INPUT_MEMORY_SHARE`` times its bytes within the memory available now.
-
-    Args:
-        shape: the input shape, batch first.
-        dtype: ``float32`` or ``int64``.
-        batch_sizes: throughput batch sizes the input's first sample is repeated to.
-
-    Raises:
-        ConfigError: naming ``--input-shape`` or ``--batch-sizes``.
-
-    Example:
-        >>> check_input_size((1, 1, 8, 8), "float32", (1, 128))
-        >>> check_input_size((1, 1, 99999999, 99999999))  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        slimtorch.errors.ConfigError: --input-shape 1x1x99999999x99999999: ... elements, ...
-    """
-    per_sample = math.prod(shape[1:])
-    for option, batch in (("--input-shape", shape[0]), ("--batch-sizes", max(batch_sizes or [1]))):
-        elements = per_sample * batch
-        text = "x".join(map(str, shape)) if option == "--input-shape" else f"{batch} samples"
-        if elements > MAX_INPUT_ELEMENTS:
-            raise ConfigError(
-                f"{option} {text}: {elements:,} elements, more than the {MAX_INPUT_ELEMENTS:,} "
-                "one input may hold; ask for less"
-            )
-        need = elements * DTYPE_BYTES.get(dtype, 8) * INPUT_MEMORY_SHARE
-        available = available_memory()
-        if available is not None and need > available:
-            raise ConfigError(
-                f"{option} {text}: needs about {need / 2**30:.1f} GiB, more than the "
-                f"{available / 2**30:.1f} GiB of memory available; ask for less"
-            )
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation now (Linux ``MemAvailable``), or None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    return values
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model construction (zoo names and factories)")
-    g.add_argument("--num-classes", type=int, default=None, help="output classes (default 10)")
-    g.add_argument("--in-channels", type=int, default=None, help="input channels (default 1)")
-    g.add_argument("--image-size", type=int, default=None, help="input height/width (default 8)")
-    g.add_argument(
-        "--norm", default=None, help="normalization: batch, layer, instance, group, weight or none"
-    )
-    g.add_argument(
-        "--act",
-        default=None,
-        help="activation: sigmoid, relu, leakyrelu, relu6, silu (swish) or hardswish",
-    )
-
-
-def model_kwargs(args: argparse.Namespace) -> dict[str, object]:
-    keys = ("num_classes", "in_channels", "image_size", "norm", "act")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,20 +145,6 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
     p.set_defaults(func=_cmd_evaluate)
-
-
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a bad --out before any work is done."""
-    from slimtorch.checkpoint import HEADER_FILE, WEIGHTS_FILE
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file; expected a folder for the checkpoint")
-    existing = [n for n in (WEIGHTS_FILE, HEADER_FILE) if (out / n).exists()]
-    if existing and not overwrite:
-        raise ConfigError(
-            f"--out {out}: already holds a checkpoint ({', '.join(existing)}); "
-            "pass --overwrite or choose another folder"
-        )
 
 
 def _shape_kwargs(model: str, sample_shape: tuple[int, ...], data: str) -> dict[str, int]:

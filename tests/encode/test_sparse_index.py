@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from slimtorch.core.size import relative_index_fillers
 from slimtorch.encode.huffman import huffman_compress, huffman_decompress
 from slimtorch.encode.sparse_index import (
     default_index_bits,
@@ -15,7 +16,6 @@ from slimtorch.encode.sparse_index import (
     relative_gaps_ref,
 )
 from slimtorch.errors import ConfigError
-from slimtorch.profile.size import relative_index_fillers
 
 
 @settings(max_examples=100, deadline=None)

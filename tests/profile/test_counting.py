@@ -13,11 +13,11 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.utils import parametrizations, prune
 
+from slimtorch.core import counting as rules
+from slimtorch.core import recorder
+from slimtorch.core.aten_rules import count_op
+from slimtorch.core.trace import conv_output_size, trace_model
 from slimtorch.errors import ModelError
-from slimtorch.profile import counting as rules
-from slimtorch.profile import recorder
-from slimtorch.profile.aten_rules import count_op
-from slimtorch.profile.trace import conv_output_size, trace_model
 
 F32 = 4  # bytes per float32
 

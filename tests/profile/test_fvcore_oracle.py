@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
+from slimtorch.core.trace import trace_model
 from slimtorch.models import MODEL_NAMES, create_model
-from slimtorch.profile.trace import trace_model
 
 MAC_OPERATORS = ("conv", "linear", "matmul", "addmm", "bmm", "einsum")
 

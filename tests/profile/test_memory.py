@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from slimtorch.core.trace import trace_model
 from slimtorch.errors import ConfigError
 from slimtorch.profile.memory import OPTIMIZER_STATES, activation_memory, training_memory
-from slimtorch.profile.trace import trace_model
 
 F32 = 4  # bytes per float32
 

@@ -7,9 +7,9 @@ import json
 import torch
 from torch import nn
 
+from slimtorch.core.size import WeightFormat
 from slimtorch.profile import ProfileConfig, profile_model
 from slimtorch.profile.output import compare_rows, to_csv, to_json
-from slimtorch.profile.size import WeightFormat
 
 FAST = ProfileConfig(latency=False, roofline=False, throughput_batch_sizes=())
 

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from slimtorch.errors import ConfigError
-from slimtorch.profile.size import (
+from slimtorch.core.size import (
     WeightFormat,
     dtype_bits,
     model_size_bits,
@@ -19,6 +18,7 @@ from slimtorch.profile.size import (
     scale_count,
     tensor_size_bits,
 )
+from slimtorch.errors import ConfigError
 
 
 def _sparse_matrix() -> torch.Tensor:

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from slimtorch.checkpoint import load_checkpoint, save_checkpoint
+from slimtorch.core.trace import trace_model
 from slimtorch.errors import ConfigError, ModelError
 from slimtorch.models import MODEL_NAMES, build_model, make_spec
-from slimtorch.profile.trace import trace_model
 from slimtorch.prune.graph import ChannelGraph, trace_channels
 from slimtorch.prune.surgery import (
     bn_importance,

@@ -10,8 +10,8 @@ import torch
 
 from slimtorch.checkpoint import load_checkpoint
 from slimtorch.cli import main
+from slimtorch.core.trace import trace_model
 from slimtorch.errors import ConfigError
-from slimtorch.profile.trace import trace_model
 from slimtorch.prune.physical import SurgeryConfig
 
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from slimtorch.core.size import WeightFormat, model_size_bits, tensor_size_bits
 from slimtorch.errors import ConfigError
 from slimtorch.models import create_model
-from slimtorch.profile.size import WeightFormat, model_size_bits, tensor_size_bits
 from slimtorch.quantize.kmeans import KMeansConfig, kmeans_codebook, kmeans_quantize_model
 from slimtorch.quantize.kmeans_module import (
     CodebookConv,

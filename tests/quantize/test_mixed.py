@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from slimtorch.core.size import tensor_size_bits
 from slimtorch.data import load_digits, make_loaders
 from slimtorch.errors import ConfigError
 from slimtorch.models import create_model
-from slimtorch.profile.size import tensor_size_bits
 from slimtorch.quantize.kmeans import codebook_format
 from slimtorch.quantize.mixed import (
     MixedPrecisionConfig,

@@ -10,8 +10,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from slimtorch.cli_options import add_threads_option, threads_from_args
 from slimtorch.errors import ConfigError
-from slimtorch.profile.cli import add_threads_option, threads_from_args
 
 SCENARIO_CHOICES = ("singlestream", "multistream", "server", "offline")
 PERCENT = 100.0

@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from slimtorch.profile.cli import add_threads_option, threads_from_args
+from slimtorch.cli_options import add_threads_option, threads_from_args
 
 LLM_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.llm.compress.cli",

@@ -7,7 +7,7 @@ layer, ``2 * n_layers * n_kv_heads * head_dim`` values) and the weight bytes one
 token reads (:func:`~slimtorch.llm.kernels.weight_bytes_per_token`).
 
 Profile the fp32 model and express a storage format through ``formats`` (the foundation's
-:class:`~slimtorch.profile.size.WeightFormat` by name/regex); the tracer counts MACs of the
+:class:`~slimtorch.core.size.WeightFormat` by name/regex); the tracer counts MACs of the
 standard aten ops, so quantized kernel layers contribute bytes per token but not MACs.
 
 ``slimtorch llm profile [MODEL] --tokens 128`` prints the same figures.
@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from slimtorch.core.size import WeightFormat
 from slimtorch.errors import ConfigError
 from slimtorch.llm.kernels import weight_bytes_per_token
 from slimtorch.llm.model import Llama, LlamaConfig
-from slimtorch.profile.size import WeightFormat
 
 KV_TENSORS = 2  # keys and values
 

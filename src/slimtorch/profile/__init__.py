@@ -12,7 +12,7 @@ __all__ = ["LayerProfile", "ModelProfile", "ProfileConfig", "profile_model"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: importing a building block (slimtorch.profile.size) must not pull in the whole
+    # Lazy: importing a building block (slimtorch.profile.noise) must not pull in the whole
     # profiler and its timing machinery.
     if name in __all__:
         from slimtorch.profile import report

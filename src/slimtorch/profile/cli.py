@@ -6,35 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slimtorch.cli import (
+from slimtorch.cli_options import (
     add_model_options,
+    add_threads_option,
     check_input_size,
     int_list,
     model_kwargs,
     parse_shape,
+    threads_from_args,
 )
+from slimtorch.core.size import WeightFormat
 from slimtorch.errors import ConfigError
-
-
-def add_threads_option(p: argparse.ArgumentParser, what: str = "the timed work") -> None:
-    """Add ``--threads N`` (torch intra-op threads for ``what``; default torch's setting)."""
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"torch threads for {what}, recorded with every figure (default: torch's own "
-        "setting); figures measured on a busy machine are flagged noisy, and 1 thread is "
-        "often the steadiest there",
-    )
-
-
-def threads_from_args(args: argparse.Namespace) -> int | None:
-    """``--threads``, checked: None (torch's setting) or a positive count."""
-    n = args.threads
-    if n is not None and n < 1:
-        raise ConfigError(f"--threads: expected >= 1, got {n}")
-    return n
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -156,8 +138,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _weight_formats(args: argparse.Namespace) -> dict[str, object]:
-    from slimtorch.profile.size import WeightFormat
-
     if args.weight_bits is None and args.sparse_layout == "auto":
         return {}
     bits = 32 if args.weight_bits is None else args.weight_bits

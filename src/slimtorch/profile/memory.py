@@ -37,9 +37,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from slimtorch.core.recorder import storage_ref, tensor_bytes
+from slimtorch.core.trace import ExampleInput, Trace, model_error, restored_state
 from slimtorch.errors import ConfigError
-from slimtorch.profile.recorder import storage_ref, tensor_bytes
-from slimtorch.profile.trace import ExampleInput, Trace, model_error, restored_state
 
 OPTIMIZER_STATES: dict[str, int] = {"adam": 2, "sgd-momentum": 1, "sgd": 0}
 
@@ -94,7 +94,7 @@ def activation_memory(trace: Trace) -> ActivationMemory:
         bytes, and the per-op timeline.
 
     Example:
-        >>> from slimtorch.profile.trace import trace_model
+        >>> from slimtorch.core.trace import trace_model
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
         >>> activation_memory(trace_model(m, torch.zeros(1, 4))).peak_bytes  # linear + relu out
         64

@@ -16,6 +16,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from slimtorch.core.size import (
+    TensorSize,
+    WeightFormat,
+    effective_parameters,
+    model_size_bits,
+)
+from slimtorch.core.trace import Trace, trace_model
 from slimtorch.errors import ConfigError
 from slimtorch.profile.energy import EnergyBreakdown, estimate_energy, sum_energy
 from slimtorch.profile.memory import (
@@ -25,12 +32,6 @@ from slimtorch.profile.memory import (
     training_memory,
 )
 from slimtorch.profile.roofline import MachinePeaks, load_or_measure_machine, roofline_point
-from slimtorch.profile.size import (
-    TensorSize,
-    WeightFormat,
-    effective_parameters,
-    model_size_bits,
-)
 from slimtorch.profile.timing import (
     LatencyStats,
     ThroughputPoint,
@@ -38,7 +39,6 @@ from slimtorch.profile.timing import (
     measure_latency,
     throughput_sweep,
 )
-from slimtorch.profile.trace import Trace, trace_model
 
 PROFILE_FORMAT_VERSION = 1
 BITS_PER_BYTE = 8

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
+from slimtorch.cli_options import add_threads_option, threads_from_args
 from slimtorch.errors import ConfigError
-from slimtorch.profile.cli import add_threads_option, threads_from_args
 from slimtorch.profile.noise import torch_threads
 
 DEFAULT_RATIOS = "0.25,0.5,0.7,0.8,0.9,0.95"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from slimtorch.core.trace import trace_model
 from slimtorch.prune.allocate import layer_sparsities, prunable_layers
 from slimtorch.prune.apply import MaskKeeper, Masks, make_permanent
 from slimtorch.prune.config import PruneConfig
@@ -224,7 +225,5 @@ def prune_model(
 
 
 def _snapshot(model: nn.Module, example: Tensor, test_loader: Batches | None) -> dict:
-    from slimtorch.profile.trace import trace_model
-
     trace = trace_model(model, example)
     return {"trace": trace, "accuracy": _accuracy(model, test_loader)}

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimtorch.core.trace import trace_model
 from slimtorch.errors import ConfigError
-from slimtorch.profile.trace import trace_model
 
 IMPORTANCES = ("l1", "l2", "bn")
 

@@ -1,7 +1,7 @@
 """The pruning report: per layer sparsity, parameters and MACs before/after; accuracies.
 
 MACs after pruning are the profiler's *effective* MACs (those that multiply a nonzero weight,
-:mod:`slimtorch.profile.counting`); parameters after are the nonzero ones.
+:mod:`slimtorch.core.counting`); parameters after are the nonzero ones.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from slimtorch.core.trace import trace_model
 from slimtorch.io import atomic_write_text
 
 
@@ -68,8 +69,6 @@ def build_report(
     acc_finetuned: float | None,
 ) -> PruneReport:
     """Compare the traced model ``before`` (``{"trace", "accuracy"}``) with ``model`` now."""
-    from slimtorch.profile.trace import trace_model
-
     after = trace_model(model, example)
     counts_before = {lc.name: lc for lc in before["trace"].layers}
     counts_after = {lc.name: lc for lc in after.layers}

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from slimtorch.core.trace import trace_model
 from slimtorch.errors import ConfigError
 
 DP_BUCKETS = 2000  # resolution of the removed-amount axis of the allocation program
@@ -159,7 +160,6 @@ def scan_and_propose(
     Returns:
         ``{"baseline", "curves", "sizes", "total", "target", "fraction", "proposal"}``.
     """
-    from slimtorch.profile.trace import trace_model
     from slimtorch.prune.engine import compute_masks, select_layers
     from slimtorch.prune.obs import first_batches
     from slimtorch.train import evaluate

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from slimtorch.cli_options import add_threads_option, threads_from_args
+from slimtorch.core.size import effective_parameters
 from slimtorch.errors import ConfigError
-from slimtorch.profile.cli import add_threads_option, threads_from_args
 from slimtorch.profile.noise import torch_threads
 
 GRANULARITIES = ("tensor", "channel", "group")
@@ -262,8 +263,6 @@ def _histogram(model, qmodel, out: Path, method: str) -> None:
 
 
 def _effective(qmodel, name: str):
-    from slimtorch.profile.size import effective_parameters
-
     params = effective_parameters(qmodel)
     if name in params:
         return params[name].detach()

@@ -44,10 +44,13 @@ import warnings
 from collections.abc import Iterator
 
 import torch
+import torch.ao.nn.intrinsic.quantized as nniq
+import torch.ao.nn.quantized as nnq
 from torch import Tensor, nn
 
 from slimtorch.errors import ModelError
 from slimtorch.quantize.intkernels import conv2d_int, linear_int
+from slimtorch.quantize.intprogram import Step, run_reference
 
 ENGINES = ("x86", "fbgemm")
 UINT8_RANGE = (0, 255)  # what a quint8 tensor holds
@@ -95,9 +98,6 @@ def _float_bias(step) -> Tensor:
 
 
 def _layer(step, relu: bool, out_scale: float, out_zero: int) -> nn.Module:
-    import torch.ao.nn.intrinsic.quantized as nniq
-    import torch.ao.nn.quantized as nnq
-
     w, a = step.tensors["weight"], step.attrs
     if step.op == "conv2d":
         cls = nniq.ConvReLU2d if relu else nnq.Conv2d
@@ -119,8 +119,6 @@ def _layer(step, relu: bool, out_scale: float, out_zero: int) -> nn.Module:
 
 
 def _probe_step(op: str, in_ch: int, out_ch: int, kernel, stride, padding, groups: int):
-    from slimtorch.quantize.integer import Step
-
     shape = (out_ch, in_ch // groups, *kernel) if op == "conv2d" else (out_ch, in_ch)
     tensors = {
         "weight": torch.full(shape, PROBE_WEIGHT, dtype=torch.int8),
@@ -291,9 +289,6 @@ class EngineModel(nn.Module):
 
     def __init__(self, steps, backend: str) -> None:
         super().__init__()
-        from slimtorch.quantize.integer import run_reference
-
-        self._run_reference = run_reference
         self.steps, self.backend, self.runs_on = steps, backend, backend
         with quantized_engine(backend):
             self.saturating = saturating_layers(steps, backend)
@@ -338,7 +333,7 @@ class EngineModel(nn.Module):
             trace: if given, every layer's integer input is appended (as ``run_reference``).
         """
         if self.runs_on == "reference":
-            return self._run_reference(self.steps, x, trace=trace)
+            return run_reference(self.steps, x, trace=trace)
         x = x.flatten(1) if self.pre_flatten else x
         with quantized_engine(self.backend):
             q = torch.quantize_per_tensor(
@@ -352,7 +347,7 @@ class EngineModel(nn.Module):
             ints = q.int_repr().to(torch.int32)
             if trace is not None:
                 trace.append(ints)
-            return self._run_reference(self.tail, ints, zero=int(q.q_zero_point()))
+            return run_reference(self.tail, ints, zero=int(q.q_zero_point()))
 
 
 def build_engine_model(steps, backend: str) -> EngineModel:

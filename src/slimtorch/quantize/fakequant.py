@@ -10,7 +10,7 @@
   master weight) and whose input passes through an ``ActFakeQuant``; once the input scale is
   known the bias is rounded to the int32 grid ``S_in * S_w`` that integer kernels use.
   Weights are viewed as ``[out, in * kh * kw]`` so ``PerGroup`` groups run along the
-  flattened input, as in ``slimtorch.profile.size``.
+  flattened input, as in ``slimtorch.core.size``.
 
 Example:
     >>> import torch

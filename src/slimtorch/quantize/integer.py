@@ -40,7 +40,6 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -48,30 +47,18 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from slimtorch.errors import ModelError
+from slimtorch.quantize.engine import build_engine_model
 from slimtorch.quantize.fakequant import QuantWrapper
-from slimtorch.quantize.intkernels import (
-    conv2d_int,
-    linear_int,
-    max_pool_int,
-    quantize_multiplier,
-    requantize,
-    sum_pool_int,
-)
+from slimtorch.quantize.intkernels import quantize_multiplier
+from slimtorch.quantize.intprogram import Step, run_reference
 from slimtorch.quantize.primitives import PerGroup
 from slimtorch.quantize.ptq import integer_weight
+
+__all__ = ["BACKENDS", "IntegerModel", "Step", "run_reference", "to_integer"]
 
 BACKENDS = ("reference", "x86", "fbgemm")
 REDUCED_Q_MAX = 127  # 7-bit activations: u8*s8 pair sums stay inside int16
 PASS_THROUGH = (nn.Identity, nn.Dropout)
-
-
-@dataclass
-class Step:
-    """One integer operation: ``op`` plus its integer tensors and attributes."""
-
-    op: str
-    tensors: dict[str, Tensor] = field(default_factory=dict)
-    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 class _Leaves(fx.Tracer):
@@ -242,50 +229,6 @@ def to_integer(qmodel: nn.Module, example: Tensor, backend: str = "reference") -
     return IntegerModel(builder.steps, tuple(example.shape[1:]), backend)
 
 
-def run_reference(
-    steps: list[Step], x: Tensor, trace: list[Tensor] | None = None, zero: int = 0
-) -> Tensor:
-    """Run integer steps with integer torch ops (no float between quantize and dequantize).
-
-    Args:
-        steps: the integer program.
-        x: float input batch.
-        trace: if given, every layer's quantized input (after quantize/requantize) is appended.
-        zero: zero point of ``x`` when it is already an integer tensor.
-
-    Returns:
-        Float logits.
-    """
-    for st in steps:
-        a, t = st.attrs, st.tensors
-        if st.op == "quantize":
-            q = torch.round(x / a["scale"]) + a["zero_point"]
-            x = q.clamp(a["q_min"], a["q_max"]).to(torch.int32)
-            zero = a["zero_point"]
-        elif st.op == "requantize":
-            x = requantize(x, t["m0"], t["rshift"], a["zero_point"], a["q_min"], a["q_max"])
-            zero = a["zero_point"]
-        if trace is not None and st.op in ("quantize", "requantize"):
-            trace.append(x)
-        if st.op in ("quantize", "requantize"):
-            continue
-        if st.op == "conv2d":
-            x = conv2d_int(x - zero, t["weight"], t["bias"], a["stride"], a["padding"], a["groups"])
-        elif st.op == "linear":
-            x = linear_int(x - zero, t["weight"], t["bias"])
-        elif st.op == "relu":
-            x = x.clamp(min=0)
-        elif st.op == "maxpool":
-            x = max_pool_int(x, a["kernel"], a["stride"], a["padding"])
-        elif st.op == "sumpool":
-            x = sum_pool_int(x, a["kernel"], a["stride"])
-        elif st.op == "flatten":
-            x = x.flatten(1)
-        elif st.op == "dequantize":
-            x = x.float() * t["scale"]
-    return x
-
-
 class IntegerModel(nn.Module):
     """An int8 model: integer steps plus the backend that executes them.
 
@@ -316,8 +259,6 @@ class IntegerModel(nn.Module):
 
     def _engine(self) -> nn.Module:
         if self._engine_model is None:
-            from slimtorch.quantize.engine import build_engine_model
-
             self._engine_model = build_engine_model(self.steps, self.backend)
         return self._engine_model
 

@@ -31,8 +31,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from slimtorch.core.size import WeightFormat
 from slimtorch.errors import ConfigError
-from slimtorch.profile.size import WeightFormat
 from slimtorch.quantize.kmeans1d import (
     DEFAULT_MAX_ITER,
     KMEANS_INITS,
@@ -178,7 +178,7 @@ def kmeans_codebook(
 
 
 def codebook_format(bits: int) -> WeightFormat:
-    """Storage format of a k-means layer for ``slimtorch.profile.size``: ``bits``-bit indices,
+    """Storage format of a k-means layer for ``slimtorch.core.size``: ``bits``-bit indices,
     ``2**bits`` fp32 centroids, smallest sparse layout.
 
     Example:

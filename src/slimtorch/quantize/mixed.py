@@ -36,9 +36,9 @@ from rich.progress import Progress
 from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune
 
+from slimtorch.core.size import WeightFormat, tensor_size_bits
 from slimtorch.errors import ConfigError
 from slimtorch.io import atomic_write_bytes
-from slimtorch.profile.size import WeightFormat, tensor_size_bits
 from slimtorch.quantize.granularity import Granularity, PerGroup, granularity_to_dict
 from slimtorch.quantize.kmeans import (
     MAX_INDEX_BITS,

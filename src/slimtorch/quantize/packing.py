@@ -5,7 +5,7 @@ Value ``i`` occupies stream bits ``[i*bits, (i+1)*bits)``, least significant bit
 two int4 values share a byte with the first in the low nibble, four int2 values fill a byte from
 the bottom, and 3-bit values straddle bytes. Signed values are stored in ``bits``-bit two's
 complement. The packed size is ``ceil(numel * bits / 8)`` bytes, which is what
-``slimtorch.profile.size`` counts (plus scales and zero points).
+``slimtorch.core.size`` counts (plus scales and zero points).
 
 :func:`pack_int4_cpu` / :func:`unpack_int4_cpu` hold the other 4-bit layout in use: torch's
 packed int4 weight for ``aten._weight_int4pack_mm_for_cpu`` (the LLM int4 Linear of

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from slimtorch.core.size import WeightFormat
 from slimtorch.errors import ConfigError, DataError
-from slimtorch.profile.size import WeightFormat
 from slimtorch.quantize.fakequant import ActFakeQuant, QuantWrapper
 from slimtorch.quantize.fold import FOLDABLE, fold_batchnorm
 from slimtorch.quantize.observers import DEFAULT_PERCENTILE, OBSERVERS

@@ -1,12 +1,12 @@
 """What a quantization did, per layer: bit width, size in bits, error (MSE, SQNR), accuracy.
 
-Sizes come from ``slimtorch.profile.size`` so a report and the profiler agree on what "bits"
+Sizes come from ``slimtorch.core.size`` so a report and the profiler agree on what "bits"
 means (values, scales, zero points, codebooks). Every quantizer (linear, k-means) returns a
 ``QuantReport``; the CLI writes it as JSON and a table, plus a PNG histogram of one layer.
 
 Example:
     >>> import torch
-    >>> from slimtorch.profile.size import WeightFormat
+    >>> from slimtorch.core.size import WeightFormat
     >>> w = torch.linspace(-1, 1, 64).reshape(8, 8)
     >>> row = layer_report("fc", w, w.round(), WeightFormat(bits=2, sparse="dense"), "linear")
     >>> row.size_bits, row.fp32_bits
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from slimtorch.core.size import WeightFormat, tensor_size_bits
 from slimtorch.io import atomic_write_bytes
-from slimtorch.profile.size import WeightFormat, tensor_size_bits
 from slimtorch.quantize.primitives import quantization_error
 
 FP32_BITS = 32

@@ -28,8 +28,8 @@ from torch.nn.utils import parametrize
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from slimtorch.profile.aten_rules import count_op, op_key
-from slimtorch.profile.counting import OpCount
+from slimtorch.core.aten_rules import count_op, op_key
+from slimtorch.core.counting import OpCount
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_leaves
 
-from slimtorch.profile.counting import (
+from slimtorch.core.counting import (
     ARITH_FLOPS,
     BATCHNORM_INFERENCE_FLOPS,
     BIAS_FLOPS_PER_ELEMENT,
