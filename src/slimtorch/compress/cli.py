@@ -20,7 +20,7 @@ from pathlib import Path
 from slimtorch.compress.job import DEFAULT_OUT, CompressOutcome, compress
 from slimtorch.compress.report import stage_table
 from slimtorch.errors import ConfigError
-from slimtorch.profile.cli import add_threads_option, threads_from_args
+from slimtorch.cli_options import add_threads_option, threads_from_args
 from slimtorch.profile.noise import noise_hint, threads_text
 from slimtorch.profile.output import wide_console
 

@@ -28,7 +28,7 @@ from slimtorch.encode.sparse_index import relative_gaps
 from slimtorch.models import ModelSpec
 from slimtorch.profile.noise import Noise
 from slimtorch.profile.timing import measure_latency
-from slimtorch.profile.trace import trace_model
+from slimtorch.core.trace import trace_model
 from slimtorch.train import evaluate
 
 LATENCY_RUNS = 30
