@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from slimtorch.cli_options import add_threads_option, threads_from_args
 from slimtorch.compress.job import DEFAULT_OUT, CompressOutcome, compress
 from slimtorch.compress.report import stage_table
 from slimtorch.errors import ConfigError
-from slimtorch.cli_options import add_threads_option, threads_from_args
 from slimtorch.profile.noise import noise_hint, threads_text
 from slimtorch.profile.output import wide_console
 

@@ -23,12 +23,12 @@ from torch import Tensor, nn
 
 from slimtorch.compress.configs import HuffmanConfig
 from slimtorch.compress.state import Loaders, PipelineState, dense_model, weight_keys
+from slimtorch.core.trace import trace_model
 from slimtorch.encode import CompressedSummary
 from slimtorch.encode.sparse_index import relative_gaps
 from slimtorch.models import ModelSpec
 from slimtorch.profile.noise import Noise
 from slimtorch.profile.timing import measure_latency
-from slimtorch.core.trace import trace_model
 from slimtorch.train import evaluate
 
 LATENCY_RUNS = 30
