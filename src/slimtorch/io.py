@@ -114,24 +114,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         >>> atomic_write_bytes(target, b"xyz").read_bytes()
         b'xyz'
     """
-    target = _prepare(path)
-    tmp = None
-    try:
-        fd, tmp = _create_temp(target.parent, target.name)
-        with os.fdopen(fd, "wb") as f:
-            _keep_mode(f.fileno(), target)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _commit(tmp, target)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _about_target(exc, target) from exc
-        raise
-    return target
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
