@@ -216,6 +216,34 @@ def _load_state(model: nn.Module, data: bytes, path: Path) -> None:
         raise ModelError(f"{path} does not fit the model its spec builds: {detail}") from exc
 
 
+def _spec_of(header: dict[str, Any], header_path: Path) -> ModelSpec:
+    try:
+        return ModelSpec.from_dict(header.get("spec"))
+    except ConfigError as exc:
+        raise ModelError(f"{header_path} has an invalid model spec: {exc}") from exc
+
+
+def read_checkpoint_header(
+    path: str | os.PathLike[str],
+) -> tuple[ModelSpec, dict[str, Any]]:
+    """The spec and metrics of a checkpoint, its header validated (format, version, checksum),
+    without reading the weights or building anything.
+
+    Args:
+        path: the checkpoint folder or either of its two files.
+
+    Returns:
+        ``(spec, metrics)``.
+
+    Raises:
+        ModelError: the header is missing, unreadable, edited or of a newer version.
+    """
+    header_path = _checkpoint_folder(Path(path)) / HEADER_FILE
+    header = _read_header(header_path)
+    spec = _spec_of(header, header_path)
+    return spec, dict(header.get("metrics") or {})
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], *, trust_code: bool | None = None
 ) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
@@ -248,10 +276,7 @@ def load_checkpoint(
     header = _read_header(header_path)
     weights_path = folder / WEIGHTS_FILE
     data = _read_weights(weights_path, header["weights"])
-    try:
-        spec = ModelSpec.from_dict(header.get("spec"))
-    except ConfigError as exc:
-        raise ModelError(f"{header_path} has an invalid model spec: {exc}") from exc
+    spec = _spec_of(header, header_path)
     model = build_model(spec, trust_code=trust_code, where=str(header_path))
     _load_state(model, data, weights_path)
     metrics = header.get("metrics") or {}

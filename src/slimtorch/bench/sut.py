@@ -122,9 +122,10 @@ def _zoo_kwargs(options: LoadOptions) -> dict[str, Any]:
 
 
 def _load_model(source: str, options: LoadOptions) -> BenchTarget:
-    from slimtorch.resolve import is_zoo_name, resolve_model
+    from slimtorch.models import MODEL_NAMES
+    from slimtorch.resolve import resolve_model
 
-    if is_zoo_name(source):
+    if source in MODEL_NAMES:  # a bare zoo name (resolve_model warns if a folder shadows it)
         resolved = resolve_model(source, **_zoo_kwargs(options))
     else:
         resolved = resolve_model(source, **options.model_kwargs)
@@ -135,16 +136,16 @@ def _load_model(source: str, options: LoadOptions) -> BenchTarget:
 
 def checkpoint_record(path: str) -> DataRecord | None:
     """The data a checkpoint folder (or its ``model.json``) records, its header validated."""
-    from slimtorch.checkpoint import load_checkpoint
+    from slimtorch.checkpoint import read_checkpoint_header
 
-    _model, spec, metrics = load_checkpoint(path)
+    spec, metrics = read_checkpoint_header(path)  # the model is built once, by its loader
     return artefact_record(metrics, spec.kwargs, path)
 
 
 def _recorded_model(source: str) -> DataRecord | None:
-    from slimtorch.resolve import is_zoo_name
+    from slimtorch.models import MODEL_NAMES
 
-    if is_zoo_name(source) or not Path(source).exists():
+    if source in MODEL_NAMES or not Path(source).exists():
         return None  # a zoo name or a factory: built for the data, records none
     return checkpoint_record(source)
 
