@@ -17,7 +17,7 @@ from slimtorch.accuracy_check import (
     prune_suggestions,
 )
 from slimtorch.checkpoint import save_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.data import load_digits, make_loaders
 from slimtorch.models import create_model, make_spec
 from slimtorch.prune.config import PruneConfig

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from slimtorch.cli import main
-from slimtorch.cli_errors import describe_user_error
+from slimtorch.cli.errors import describe_user_error
+from slimtorch.cli.main import main
 from slimtorch.io import atomic_output, atomic_write_bytes, check_writable
 
 
@@ -306,7 +306,7 @@ def test_bad_input_is_one_line(
 
 
 def test_table_covers_every_subcommand() -> None:
-    from slimtorch.cli import build_parser
+    from slimtorch.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     llm = next(a for a in sub.choices["llm"]._actions if a.dest == "llm_command")
@@ -414,7 +414,7 @@ def test_describe_keeps_bugs_as_bugs() -> None:
 
 def _command_raising(exc: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``slimtorch inspect`` raise ``exc`` from inside the command."""
-    import slimtorch.encode.cli as encode_cli
+    import slimtorch.cli.encode as encode_cli
 
     def boom(args: object) -> int:
         raise exc

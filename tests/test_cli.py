@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from slimtorch.cli import main
-from slimtorch.cli_options import parse_shape
+from slimtorch.cli.main import main
+from slimtorch.cli.options import parse_shape
 from slimtorch.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "src" / "slimtorch"
-ROOT_CLI = "slimtorch.cli"
+ROOT_CLI = "slimtorch.cli.main"
 
 
 def module_name(path: Path) -> str:
@@ -108,15 +108,16 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def is_cli(name: str) -> bool:
-    """The CLI layer: the root CLI, ``__main__``, shared CLI helpers and each ``*.cli``."""
-    last = name.rpartition(".")[2]
-    return last in ("cli", "__main__") or last.startswith("cli_")
+    """The CLI layer: the ``slimtorch.cli`` package and ``__main__``."""
+    return (
+        name == "slimtorch.__main__" or name == "slimtorch.cli" or name.startswith("slimtorch.cli.")
+    )
 
 
 def test_graph_sees_function_level_and_relative_imports() -> None:
     graph = import_graph()
-    assert "slimtorch.profile" in graph and "slimtorch.cli" in graph
-    assert "slimtorch.cli" in graph["slimtorch.__main__"]
+    assert "slimtorch.profile" in graph and ROOT_CLI in graph
+    assert ROOT_CLI in graph["slimtorch.__main__"]
     assert all(name.startswith("slimtorch") for name in graph)
 
 

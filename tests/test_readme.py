@@ -49,7 +49,7 @@ def cli_lines(text: str) -> list[str]:
 def test_readme_cli_lines_parse() -> None:
     import shlex
 
-    from slimtorch.cli import build_parser
+    from slimtorch.cli.main import build_parser
 
     lines = cli_lines(README)
     assert len(lines) >= 10

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from slimtorch.checkpoint import save_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.models import build_model, make_spec
 from slimtorch.resolve import is_zoo_name, resolve_model
 

@@ -19,7 +19,7 @@ from slimtorch.bench.sut import (
     register_sut_adapter,
     unregister_sut_adapter,
 )
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.compress.job import compress, run_pipeline
 from slimtorch.llm.generate import GenerateConfig, generate
 from slimtorch.llm.model import Llama, LlamaConfig

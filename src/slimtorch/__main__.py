@@ -11,6 +11,6 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()) and sys.flags.safe_path == 0:
     del sys.path[0]
 
-from slimtorch.cli import main  # after the sys.path fix above
+from slimtorch.cli.main import main  # after the sys.path fix above
 
 raise SystemExit(main())

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from slimtorch.core.granularity import PerTensor
+
 MAX_DROP_POINTS = 5.0  # a step losing more than 5 points of top-1 accuracy is flagged
 NEAR_CHANCE_FACTOR = 2.0  # at most 2x chance (1/num_classes) counts as near chance
 CHANCE_FALL_RATIO = 0.5  # ... and a fall there is flagged when it loses half the accuracy
@@ -154,18 +156,20 @@ def prune_suggestions(config: Any, sensitivity: bool = False, surgery: bool = Fa
     return tips
 
 
-def quantize_suggestions(args: Any) -> list[str]:
-    """What to change in ``slimtorch quantize`` (its parsed options)."""
+def quantize_suggestions(args: Any, config: Any) -> list[str]:
+    """What to change in ``slimtorch quantize`` (its parsed options and the ``PTQConfig`` or
+    ``KMeansConfig`` they built)."""
     tips = []
-    if args.bits < MAX_SUGGESTED_BITS:
-        tips.append(f"more bits (--bits {min(MAX_SUGGESTED_BITS, args.bits + 2)})")
+    bits = getattr(config, "weight_bits", getattr(config, "bits", MAX_SUGGESTED_BITS))
+    if bits < MAX_SUGGESTED_BITS:
+        tips.append(f"more bits (--bits {min(MAX_SUGGESTED_BITS, bits + 2)})")
     if args.method == "kmeans":
         if not args.finetune_epochs:
             tips.append("fine-tune the centroids (--finetune-epochs 3)")
         if not args.recalibrate_bn:
             tips.append("--recalibrate-bn")
         return tips
-    if args.granularity == "tensor":
+    if isinstance(getattr(config, "weight_granularity", None), PerTensor):
         tips.append("--granularity channel")
     if not args.qat:
         tips.append("quantization-aware training (--qat)")

@@ -186,7 +186,7 @@ def test_cli_bench_takes_every_classifier_artefact(tmp_path: Path) -> None:
     """``slimtorch bench`` on a checkpoint, its sparse, int8, k-means and .slim forms."""
     import json
 
-    from slimtorch.cli import main
+    from slimtorch.cli.main import main
     from slimtorch.encode import save_compressed
 
     folder, dense = _lenet300(tmp_path, sparsity=0.9)
@@ -208,7 +208,7 @@ def test_cli_bench_takes_every_classifier_artefact(tmp_path: Path) -> None:
 def test_cli_bench_generators(tmp_path: Path) -> None:
     import json
 
-    from slimtorch.cli import main
+    from slimtorch.cli.main import main
 
     path = _tiny_gguf(tmp_path)
     out = tmp_path / "llm.json"

@@ -15,7 +15,7 @@ from slimtorch.bench.sut import (
     unregister_sut_adapter,
 )
 from slimtorch.checkpoint import save_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.data import load_digits, make_loaders
 from slimtorch.models import ModelSpec, build_model
 from slimtorch.train import FitConfig, evaluate, fit

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.compress.job import compress
 from slimtorch.data import load_data, make_loaders
 from slimtorch.encode import load_compressed

@@ -10,7 +10,7 @@ import pytest
 
 from slimtorch.bench.sut import recorded_data
 from slimtorch.checkpoint import load_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.compress.recipe import parse_recipe
 from slimtorch.data.record import DataRecord, artefact_record, check_data_fits
 from slimtorch.errors import DataError

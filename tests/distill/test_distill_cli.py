@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimtorch.checkpoint import load_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 
 
 def test_distill_cli_writes_student_checkpoint(tmp_path: Path, capsys) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from slimtorch.checkpoint import load_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.encode.codecs import from_quantized
 from slimtorch.encode.container import save_compressed
 from slimtorch.models import build_model, make_spec

@@ -23,7 +23,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.encode import header_schema
 from slimtorch.encode.codecs import DTYPES, CodebookWeight, Codec, SparseWeight
 from slimtorch.encode.container import (

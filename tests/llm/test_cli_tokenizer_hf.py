@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.errors import DataError, ModelError
 from slimtorch.llm.gguf_export import ExportConfig, export_gguf
 from slimtorch.llm.gguf_load import load_gguf

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from slimtorch.checkpoint import load_checkpoint, save_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.encode import load_compressed, save_compressed
 from slimtorch.errors import ModelError
 from slimtorch.models import ModelSpec, build_model, make_spec

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimtorch.core.granularity import PerChannel
 from slimtorch.errors import ConfigError
 from slimtorch.prune.criteria import (
     apoz_scores,
@@ -15,7 +16,7 @@ from slimtorch.prune.criteria import (
     slimming_loss,
     taylor_scores,
 )
-from slimtorch.prune.masks import Channel, granular_mask
+from slimtorch.prune.masks import granular_mask
 
 
 def conv_bn_net():
@@ -32,7 +33,7 @@ def conv_bn_net():
 @pytest.mark.parametrize("p", [1.0, 2.0, 3.0])
 def test_magnitude_ranks_filters_by_lp_norm(p):
     w = torch.randn(10, 3, 3, 3, generator=torch.Generator().manual_seed(0))
-    mask = granular_mask(magnitude_scores(w, p), Channel(0), 0.4)
+    mask = granular_mask(magnitude_scores(w, p), PerChannel(0), 0.4)
     norms = torch.linalg.vector_norm(w.reshape(10, -1), ord=p, dim=1)
     kept = set(torch.argsort(norms, descending=True)[:6].tolist())
     assert set(torch.nonzero(mask.reshape(10, -1).all(1)).flatten().tolist()) == kept

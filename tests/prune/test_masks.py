@@ -10,18 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from slimtorch.core.granularity import Element, Kernel, PerChannel, Vector, parse_granularity
 from slimtorch.errors import ConfigError
-from slimtorch.prune.masks import (
-    Channel,
-    Element,
-    Kernel,
-    Vector,
-    global_masks,
-    granular_mask,
-    nm_mask,
-    parse_granularity,
-    sparsity_of,
-)
+from slimtorch.prune.masks import global_masks, granular_mask, nm_mask, sparsity_of
 
 
 def group_key(index: tuple[int, ...], g, ndim: int) -> tuple[int, ...]:
@@ -63,7 +54,7 @@ def ref_nm(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return mask
 
 
-GRANULARITIES = [Element(), Kernel(), Vector(-1), Vector(-2), Channel(0), Channel(1)]
+GRANULARITIES = [Element(), Kernel(), Vector(-1), Vector(-2), PerChannel(0), PerChannel(1)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -126,7 +117,7 @@ def test_global_masks_match_brute_force_over_the_concatenation():
 
 def test_channel_mask_on_conv_removes_whole_filters():
     w = torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(0))
-    mask = granular_mask(w.abs(), Channel(0), 0.5)
+    mask = granular_mask(w.abs(), PerChannel(0), 0.5)
     per_filter = mask.reshape(8, -1)
     assert torch.all(per_filter.all(1) | (~per_filter).all(1))
     assert int(per_filter.all(1).sum()) == 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from slimtorch.checkpoint import load_checkpoint, save_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.models import ModelSpec, build_model
 
 

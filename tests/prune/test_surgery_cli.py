@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from slimtorch.checkpoint import load_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.core.trace import trace_model
 from slimtorch.errors import ConfigError
 from slimtorch.prune.physical import SurgeryConfig

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from slimtorch.checkpoint import save_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.errors import ConfigError
 from slimtorch.models import create_model
 from slimtorch.models.registry import make_spec

@@ -11,7 +11,7 @@ from torch import nn
 
 from slimtorch.errors import ModelError
 from slimtorch.models import create_model
-from slimtorch.quantize.engine import build_engine_model, engine_saturates
+from slimtorch.quantize.engine import build_engine_model, engine_saturates, quantized_engine
 from slimtorch.quantize.integer import run_reference, to_integer
 from slimtorch.quantize.intformat import (
     integer_model_info,
@@ -146,6 +146,53 @@ def test_full_range_programs_give_the_reference_integers_on_every_cpu(backend):
         assert fast.runs_on == "reference"
     with torch.no_grad():
         assert torch.equal(fast(x), ref(x))
+
+
+def _global_pool_program():
+    """conv -> relu -> global average pool -> linear, calibrated on sparse inputs (7-bit
+    activations: the engine runs it on every CPU), and inputs with 3x3 blobs whose pool inputs
+    exceed the linear's uint8 grid while their averages fit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    calib = torch.rand(64, 1, 8, 8, generator=g) * 0.1
+    calib[:, 0, 4, 4] = 1.0
+    qmodel, _ = quantize_ptq(model, [calib], PTQConfig(calib_batches=1, reduce_range=True))
+    x = torch.rand(32, 1, 8, 8, generator=g) * 0.1
+    x[::2, 0, 2:5, 2:5] = 1.0
+    return to_integer(qmodel, calib[:8]), x
+
+
+@pytest.mark.parametrize("backend", ["x86", "fbgemm"])
+def test_values_clipped_before_an_average_pool_are_recomputed_exactly(backend):
+    ref, x = _global_pool_program()
+    conv, _, _, _, req, linear = ref.steps[1:7]
+    assert (conv.op, req.op, linear.op) == ("conv2d", "requantize", "linear")
+    ref_q = ref.integer_trace(x)
+    # oracle: the exact pool inputs on the linear's grid (float64 of the int32 accumulators)
+    acc = conv2d_int(ref_q[0], conv.tensors["weight"], conv.tensors["bias"], (1, 1), (1, 1))
+    scale = (
+        conv.attrs["in_scale"] * conv.tensors["weight_scale"].double() / linear.attrs["in_scale"]
+    )
+    pool_in = (acc.clamp(min=0).double() * scale.reshape(1, -1, 1, 1)).flatten(1).amax(1)
+    clipped, clear = pool_in > 255.5, pool_in < 254  # the engine's uint8 grid ends at 255
+    assert bool(clipped.any()) and bool(clear.any())
+    engine = build_engine_model(ref.steps, backend)
+    segment = engine.segments[0]
+    with quantized_engine(backend):
+        a = conv.attrs
+        q = torch._make_per_tensor_quantized_tensor(
+            ref_q[0].to(torch.uint8), a["in_scale"], a["in_zero_point"]
+        )
+        clipped_early = segment.tail(segment.head(q)).int_repr().to(torch.int32)
+    assert int((clipped_early - ref_q[1])[clipped].abs().max()) > 1  # what the pool alone gives
+    got = engine.run_segment(0, ref_q[0])
+    assert int((got - ref_q[1]).abs().max()) <= 1
+    assert torch.equal(got[clear], clipped_early[clear])  # unclipped samples stay on the engine
+    _assert_engine_runs_the_reference_integers(ref, backend, x)
 
 
 def test_save_and_reload_round_trips_and_detects_corruption(tmp_path):

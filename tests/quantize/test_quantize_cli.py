@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from slimtorch.checkpoint import save_checkpoint
-from slimtorch.cli import main
+from slimtorch.cli.main import main
 from slimtorch.data import load_digits, make_loaders
 from slimtorch.models import create_model
 from slimtorch.models.registry import make_spec
@@ -58,9 +58,7 @@ def test_user_mistakes_exit_2_with_one_line(checkpoint, tmp_path, capsys):
         "quantize",
         str(checkpoint),
         "--granularity",
-        "group",
-        "--group-size",
-        "7",
+        "group:7",
         "--out",
         str(tmp_path),
     ]

@@ -6,7 +6,7 @@
 - :mod:`~slimtorch.compress.job`: the baseline, :func:`run_pipeline` (the stages, measured
   after each), decoding and re-evaluating the file, and :func:`compress`, the whole job;
 - :mod:`~slimtorch.compress.report`: ``report.json``, ``report.md`` and the plots;
-- :mod:`~slimtorch.compress.cli`: the subcommand's options.
+- :mod:`~slimtorch.cli.compress`: the subcommand's options.
 
 Example:
     >>> [s.kind for s in load_recipe("default").stages][:3]

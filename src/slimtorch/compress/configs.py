@@ -15,13 +15,14 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from slimtorch.core.granularity import Granularity, PerChannel, PerTensor, parse_granularity
 from slimtorch.encode import EncodeConfig
 from slimtorch.errors import ConfigError
 
 FC_INDEX_BITS = 5  # Han, Mao & Dally 2016, Sec. 2: 5-bit relative indices for fc layers
 CONV_INDEX_BITS = 8  # ... and 8 bits for conv layers
 CODEBOOK_DTYPES = ("float32", "float16")
-GRANULARITIES = ("tensor", "channel")
+LINEAR_KINDS: tuple[type, ...] = (PerTensor, PerChannel)  # one codebook per layer to encode
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
@@ -102,7 +103,9 @@ class LinearQuantConfig:
 
     Attributes:
         bits: bits per weight (2..8).
-        granularity: ``tensor`` (one scale per layer) or ``channel`` (per output channel).
+        granularity: ``PerTensor()`` (one scale per layer) or ``PerChannel(0)`` (per output
+            channel), or its spelling ``tensor`` / ``channel``, parsed into the type. Groups
+            are not offered: the encode stage codes each layer's values with one codebook.
         layer_bits: qualified name or regex -> bits (first match wins).
         exclude: layers left in float (names or regexes).
         version: schema version.
@@ -110,11 +113,11 @@ class LinearQuantConfig:
     Example:
         >>> cfg = LinearQuantConfig(bits=4, layer_bits={"fc.*": 3})
         >>> cfg.granularity, cfg.bits_for("fc1"), cfg.bits_for("conv1")
-        ('tensor', 3, 4)
+        (PerTensor(), 3, 4)
     """
 
     bits: int = 8
-    granularity: str = "tensor"
+    granularity: Granularity = field(default_factory=PerTensor)
     layer_bits: dict[str, int] = field(default_factory=dict)
     exclude: tuple[str, ...] = ()
     version: int = 1
@@ -123,8 +126,8 @@ class LinearQuantConfig:
         for name, bits in {"bits": self.bits, **self.layer_bits}.items():
             if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 8:
                 raise ConfigError(f"layer_bits[{name!r}]: expected 2..8, got {bits!r}")
-        if self.granularity not in GRANULARITIES:
-            raise ConfigError(f"granularity: expected tensor or channel, got {self.granularity!r}")
+        g = parse_granularity(self.granularity, LINEAR_KINDS, "LinearQuantConfig.granularity")
+        object.__setattr__(self, "granularity", g)
         object.__setattr__(self, "exclude", tuple(self.exclude))
         for pattern in (*self.layer_bits, *self.exclude):
             try:

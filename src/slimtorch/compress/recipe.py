@@ -46,6 +46,7 @@ from typing import Any
 
 from slimtorch.compress.configs import ModelSection
 from slimtorch.compress.stages import QUANTIZE_KINDS, STAGES
+from slimtorch.core.granularity import GRANULARITY_TYPES, format_granularity
 from slimtorch.distill import DistillConfig
 from slimtorch.errors import ConfigError
 from slimtorch.io import read_text_file
@@ -65,13 +66,20 @@ class Stage:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"kind": ..., **config fields}`` (JSON-ready)."""
-        d = dataclasses.asdict(self.config)
-        return {"kind": self.kind, **{k: _plain(v) for k, v in d.items()}}
+        values = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)}
+        return {"kind": self.kind, **{k: _plain(v) for k, v in values.items()}}
 
 
 def _plain(v: Any) -> Any:
-    if isinstance(v, tuple):
+    """A config value as the recipe spells it: granularities as text, tuples as lists."""
+    if isinstance(v, GRANULARITY_TYPES):
+        return format_granularity(v)
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {k: _plain(x) for k, x in dataclasses.asdict(v).items()}
+    if isinstance(v, tuple | list):
         return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
     return v
 
 

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -95,27 +94,3 @@ def profile_llm(
         kv_cache_bytes_per_token=kv_cache_bytes_per_token(model.config),
         weight_bytes_per_token=weight_bytes_per_token(model),
     )
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``slimtorch llm profile``."""
-    p = sub.add_parser(
-        "profile",
-        help="parameters, bits, MACs per token, KV-cache and weight bytes per token",
-        description="Profile MODEL on a [1, TOKENS] input (counts, no timing).",
-    )
-    p.add_argument("model", nargs="?", default=None, help="a .gguf file or a Hugging Face folder")
-    p.add_argument("--tokens", type=int, default=128, help="sequence length profiled (128)")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from slimtorch.llm.source import load_model
-
-    if args.tokens < 1:
-        raise ConfigError(f"--tokens: expected >= 1, got {args.tokens}")
-    loaded = load_model(args.model, max_seq_len=max(args.tokens, 16))
-    prof = profile_llm(loaded.model, torch.zeros(1, args.tokens, dtype=torch.long))
-    for key, value in prof.to_dict().items():
-        print(f"{key:>26}: {value:,.0f}")
-    return 0

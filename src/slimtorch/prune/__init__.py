@@ -8,35 +8,32 @@ Pure mask functions live in :mod:`slimtorch.prune.masks`; importance criteria in
 
 from __future__ import annotations
 
+from slimtorch.core.granularity import (
+    NM,
+    Element,
+    Granularity,
+    Kernel,
+    PerChannel,
+    Vector,
+    parse_granularity,
+)
 from slimtorch.prune.apply import MaskKeeper, apply_masks, make_permanent
 from slimtorch.prune.config import PruneConfig
 from slimtorch.prune.engine import PruneResult, prune_model
 from slimtorch.prune.graph import ChannelGraph, ChannelGroup, trace_channels
-from slimtorch.prune.masks import (
-    NM,
-    Channel,
-    Element,
-    Granularity,
-    Kernel,
-    Vector,
-    global_masks,
-    granular_mask,
-    keep_top,
-    nm_mask,
-    parse_granularity,
-)
+from slimtorch.prune.masks import global_masks, granular_mask, keep_top, nm_mask
 from slimtorch.prune.sparse import SparseConv2d, SparseLinear, to_sparse
 from slimtorch.prune.surgery import prune_channels, pruned_spec
 
 __all__ = [
     "NM",
-    "Channel",
     "ChannelGraph",
     "ChannelGroup",
     "Element",
     "Granularity",
     "Kernel",
     "MaskKeeper",
+    "PerChannel",
     "PruneConfig",
     "PruneResult",
     "SparseConv2d",

@@ -7,9 +7,17 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from slimtorch.core.granularity import (
+    NM,
+    PRUNE_KINDS,
+    Element,
+    Granularity,
+    PerChannel,
+    format_granularity,
+    parse_granularity,
+)
 from slimtorch.errors import ConfigError
-from slimtorch.prune.masks import NM, Channel, Element, Granularity, check_sparsity
-from slimtorch.prune.masks import parse_granularity as _parse
+from slimtorch.prune.masks import check_sparsity
 
 PRUNE_CONFIG_VERSION = 1
 CRITERIA: tuple[str, ...] = (
@@ -37,8 +45,10 @@ class PruneConfig:
     """How to prune: what (granularity), by which criterion, how much where, on what schedule.
 
     Attributes:
-        granularity: ``element``, ``N:M``, ``vector[:AXIS]``, ``kernel``, ``channel`` (output
-            filters) or ``input-channel`` (see :mod:`slimtorch.prune.masks`).
+        granularity: ``Element()``, ``NM(n, m)``, ``Vector(axis)``, ``Kernel()`` or
+            ``PerChannel(axis)`` (output filters: 0, input channels: 1), or its spelling
+            (``element``, ``2:4``, ``vector:-1``, ``kernel``, ``channel``, ``input-channel``),
+            which is parsed into the type (see :mod:`slimtorch.core.granularity`).
         criterion: one of ``CRITERIA``.
         sparsity: the target fraction of each pruned layer's groups, in [0, 1) (ignored for N:M).
         allocation: ``uniform`` (every layer at ``sparsity``) or ``global`` (one threshold
@@ -58,11 +68,11 @@ class PruneConfig:
         seed: seeds fine-tuning and random choices.
 
     Example:
-        >>> PruneConfig(granularity="2:4").parsed_granularity()
+        >>> PruneConfig(granularity="2:4").granularity
         NM(n=2, m=4)
     """
 
-    granularity: str = "element"
+    granularity: Granularity = field(default_factory=Element)
     criterion: str = "l1"
     sparsity: float = 0.5
     allocation: str = "uniform"
@@ -77,7 +87,8 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        g = _parse(self.granularity)
+        g = parse_granularity(self.granularity, PRUNE_KINDS, "PruneConfig.granularity")
+        object.__setattr__(self, "granularity", g)
         check_sparsity(self.sparsity, "PruneConfig.sparsity")
         for pattern, s in self.layers.items():
             check_sparsity(s, f"PruneConfig.layers[{pattern!r}]")
@@ -96,13 +107,10 @@ class PruneConfig:
             raise ConfigError(f"PruneConfig.lr must be a number > 0, got {self.lr!r}")
         _check_compatible(self, g)
 
-    def parsed_granularity(self) -> Granularity:
-        """The granularity object (``NM(2, 4)``, ``Channel(0)``, ...)."""
-        return _parse(self.granularity)
-
     def to_dict(self) -> dict[str, Any]:
         """The fields plus ``"version"``, ready for JSON."""
         d = asdict(self)
+        d["granularity"] = format_granularity(self.granularity)
         d["exclude"] = list(self.exclude)
         return {"version": PRUNE_CONFIG_VERSION, **d}
 
@@ -139,13 +147,13 @@ def _check_int(name: str, value: int, low: int) -> None:
 
 
 def _check_compatible(cfg: PruneConfig, g: Granularity) -> None:
-    if cfg.criterion in CHANNEL_ONLY and g != Channel(0):
+    if cfg.criterion in CHANNEL_ONLY and g != PerChannel(0):
         raise ConfigError(
             f"criterion {cfg.criterion} scores whole output channels; use --granularity channel"
         )
     if cfg.criterion == "obs" and g != Element():
         raise ConfigError("criterion obs removes single weights; use --granularity element")
-    if cfg.criterion.startswith("regression") and not isinstance(g, Channel):
+    if cfg.criterion.startswith("regression") and not isinstance(g, PerChannel):
         raise ConfigError(
             f"criterion {cfg.criterion} selects input channels; use --granularity input-channel"
         )

@@ -3,7 +3,7 @@
 Each criterion returns, per layer, **element scores of the weight's shape** so that any
 granularity can aggregate them (:func:`slimtorch.prune.masks.group_scores`). Criteria that
 only know whole channels (BatchNorm gamma, APoZ) broadcast their channel score over the filter;
-they are meaningful at ``Channel(0)`` granularity only.
+they are meaningful at ``PerChannel(0)`` granularity only.
 
 - magnitude: ``|w|^p``, whose group sum ranks groups by their Lp norm (Han et al. 2015 for
   p = 1, 2 on elements; Li et al. 2017 for L1 filter norms);

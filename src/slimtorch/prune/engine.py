@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from slimtorch.core.granularity import NM, PerChannel
 from slimtorch.core.trace import trace_model
 from slimtorch.prune.allocate import layer_sparsities, prunable_layers
 from slimtorch.prune.apply import MaskKeeper, Masks, make_permanent
 from slimtorch.prune.config import PruneConfig
-from slimtorch.prune.masks import NM, Channel, global_masks, granular_mask
+from slimtorch.prune.masks import global_masks, granular_mask
 from slimtorch.prune.obs import Batches, execution_order, first_batches
 from slimtorch.prune.report import PruneReport, build_report
 from slimtorch.prune.schedule import gradual_plan, iterative_sparsities, zhu_gupta_sparsity
@@ -48,7 +49,7 @@ def select_layers(model: nn.Module, config: PruneConfig, example: Tensor) -> Lay
     """The layers to prune; at output-channel granularity the model's last layer is kept
     (its output channels are the classes)."""
     layers = prunable_layers(model, config.exclude)
-    if config.parsed_granularity() == Channel(0):
+    if config.granularity == PerChannel(0):
         order = [n for n in execution_order(model, example) if n in layers]
         if order and len(layers) > 1:
             layers.pop(order[-1])
@@ -93,7 +94,7 @@ def compute_masks(
     from slimtorch.prune.regression import regression_prune_layers
     from slimtorch.prune.second_order import obs_prune_layers
 
-    g, c = config.parsed_granularity(), config.criterion
+    g, c = config.granularity, config.criterion
     if c == "obs":
         layer_masks = obs_prune_layers(model, sparsities, calib, config.calib_batches)
     elif c.startswith("regression"):
@@ -121,7 +122,7 @@ def _param_masks(layers: Layers, layer_masks: dict[str, Tensor], g: object) -> M
     for k, m in layer_masks.items():
         masks[f"{k}.weight"] = m
         bias = getattr(layers[k], "bias", None)
-        if g == Channel(0) and bias is not None:
+        if g == PerChannel(0) and bias is not None:
             masks[f"{k}.bias"] = m.reshape(m.shape[0], -1).any(dim=1)  # a removed filter's bias
     return masks
 
@@ -201,7 +202,7 @@ def prune_model(
                                 for k, m in layers.items()})  # fmt: skip
     acc_pruned = None
     with keeper:
-        if config.schedule == "gradual" and not isinstance(config.parsed_granularity(), NM):
+        if config.schedule == "gradual" and not isinstance(config.granularity, NM):
             _gradual(model, layers, sparsities, config, calib, keeper, train_loader, val_loader,
                      progress, label)  # fmt: skip
         else:

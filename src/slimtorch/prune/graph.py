@@ -1,4 +1,4 @@
-"""Channel dependency graph: which channels of which layers must be removed together.
+"""PerChannel dependency graph: which channels of which layers must be removed together.
 
 ``trace_channels(model, example_input)`` traces the model with ``torch.fx.symbolic_trace``,
 propagates shapes on the example input, and follows the *channel dimension* (dim 1) of every

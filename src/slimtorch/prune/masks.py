@@ -1,6 +1,7 @@
 """Pruning masks for every granularity: pure functions of a score tensor.
 
-A *granularity* is data, not a flag. Each one partitions a weight tensor into equal-sized
+A *granularity* is data, not a flag (the types live in :mod:`slimtorch.core.granularity`,
+shared with quantization). Each one partitions a weight tensor into equal-sized
 groups that are kept or removed together:
 
 - ``Element()``: every weight alone (fine-grained, Han et al. 2015).
@@ -10,7 +11,7 @@ groups that are kept or removed together:
 - ``Vector(axis)``: 1-D slices of the tensor along ``axis`` (``-1``: the rows of each
   ``kh x kw`` kernel, ``-2``: its columns; Mao et al. 2017).
 - ``Kernel()``: each whole ``kh x kw`` kernel ``weight[o, i]`` (a 2-D weight has 1x1 kernels).
-- ``Channel(axis)``: whole output filters (``axis=0``) or input channels (``axis=1``).
+- ``PerChannel(axis)``: whole output filters (``axis=0``) or input channels (``axis=1``).
 
 Scores are "higher = more important". A mask is a bool tensor of the weight's shape, ``True``
 where a weight is kept. The number of removed groups is exactly ``round_half_up(sparsity *
@@ -22,104 +23,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from slimtorch.core.granularity import (
+    NM,
+    Element,
+    Granularity,
+    Kernel,
+    Vector,
+)
 from slimtorch.errors import ConfigError
 
 REDUCTIONS: tuple[str, ...] = ("sum", "mean", "max")
-
-
-@dataclass(frozen=True)
-class Element:
-    """Fine-grained: each weight is its own group."""
-
-
-@dataclass(frozen=True)
-class NM:
-    """Keep ``n`` of every ``m`` consecutive weights along the input dimension (``0 < n < m``)."""
-
-    n: int = 2
-    m: int = 4
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.n, int) and isinstance(self.m, int) and 0 < self.n < self.m):
-            raise ConfigError(f"N:M sparsity needs integers 0 < N < M, got N={self.n}, M={self.m}")
-
-
-@dataclass(frozen=True)
-class Vector:
-    """1-D slices along ``axis`` (``-1``: kernel rows, ``-2``: kernel columns)."""
-
-    axis: int = -1
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """Each ``weight[o, i]`` kernel (all dimensions after the first two) is one group."""
-
-
-@dataclass(frozen=True)
-class Channel:
-    """Whole output filters (``axis=0``) or input channels (``axis=1``)."""
-
-    axis: int = 0
-
-
-Granularity = Element | NM | Vector | Kernel | Channel
-
-
-def parse_granularity(text: str) -> Granularity:
-    """Parse ``element``, ``N:M`` (e.g. ``2:4``), ``vector[:AXIS]``, ``kernel``, ``channel``
-    (= ``filter``, output channels) or ``input-channel``.
-
-    Args:
-        text: the granularity as typed on the command line.
-
-    Returns:
-        The granularity object.
-
-    Example:
-        >>> parse_granularity("2:4"), parse_granularity("vector:-2")
-        (NM(n=2, m=4), Vector(axis=-2))
-    """
-    t = text.strip().lower()
-    named = {
-        "element": Element(),
-        "fine": Element(),
-        "kernel": Kernel(),
-        "channel": Channel(0),
-        "filter": Channel(0),
-        "input-channel": Channel(1),
-        "vector": Vector(-1),
-    }
-    if t in named:
-        return named[t]
-    try:
-        if t.startswith("vector:"):
-            return Vector(int(t.split(":", 1)[1]))
-        if ":" in t:
-            n, m = (int(p) for p in t.split(":"))
-            return NM(n, m)
-    except ValueError:
-        pass
-    raise ConfigError(
-        f"granularity: expected element, N:M (e.g. 2:4), vector[:AXIS], kernel, channel, "
-        f"filter or input-channel, got {text!r}"
-    )
-
-
-def format_granularity(g: Granularity) -> str:
-    """Inverse of :func:`parse_granularity` (``format_granularity(NM(2, 4)) == "2:4"``)."""
-    if isinstance(g, NM):
-        return f"{g.n}:{g.m}"
-    if isinstance(g, Vector):
-        return f"vector:{g.axis}"
-    if isinstance(g, Channel):
-        return "channel" if g.axis == 0 else "input-channel"
-    return "kernel" if isinstance(g, Kernel) else "element"
 
 
 def num_pruned(groups: int, sparsity: float) -> int:
@@ -170,7 +87,8 @@ def group_scores(scores: Tensor, granularity: Granularity, reduce: str = "sum") 
         The group scores: ``scores`` with the group's dimensions reduced away.
 
     Example:
-        >>> group_scores(torch.arange(6.0).reshape(2, 3), Channel(0)).tolist()
+        >>> from slimtorch.core.granularity import PerChannel
+        >>> group_scores(torch.arange(6.0).reshape(2, 3), PerChannel(0)).tolist()
         [3.0, 12.0]
     """
     if reduce not in REDUCTIONS:
@@ -187,7 +105,9 @@ def expand_group_mask(group_mask: Tensor, granularity: Granularity, shape: torch
     """Broadcast a per-group mask back to the weight's ``shape``.
 
     Example:
-        >>> expand_group_mask(torch.tensor([True, False]), Channel(0), torch.Size([2, 2])).tolist()
+        >>> from slimtorch.core.granularity import PerChannel
+        >>> keep = torch.tensor([True, False])
+        >>> expand_group_mask(keep, PerChannel(0), torch.Size([2, 2])).tolist()
         [[True, True], [False, False]]
     """
     dims = _reduced_dims(len(shape), granularity)
@@ -273,7 +193,8 @@ def granular_mask(
 
     Example:
         >>> w = torch.tensor([[1.0, -2.0], [0.5, 0.1]])
-        >>> granular_mask(w.abs(), Channel(0), 0.5).tolist()
+        >>> from slimtorch.core.granularity import PerChannel
+        >>> granular_mask(w.abs(), PerChannel(0), 0.5).tolist()
         [[True, True], [False, False]]
     """
     if isinstance(granularity, NM):

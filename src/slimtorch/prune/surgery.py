@@ -1,4 +1,4 @@
-"""Channel surgery: physically remove channels and return an ordinary, smaller dense model.
+"""PerChannel surgery: physically remove channels and return an ordinary, smaller dense model.
 
 ``prune_channels`` traces the coupled channel groups (:mod:`slimtorch.prune.graph`), decides
 which channels of each group to keep (given indices, or a ratio and a channel-importance

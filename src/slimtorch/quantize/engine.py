@@ -9,8 +9,16 @@ activations) a clamp stands at the requantize step. The program runs as segments
 layer, each ending at the next layer's input, and the last layer runs on ``intkernels`` so the
 logits come from exact int32 accumulators, as in the reference backend. Every segment gives the
 reference's integers within one step (float vs fixed-point rounding; an average pool averages
-rounded values), as long as no value is clipped at 255 before a pool. Engine choice is scoped:
-``torch.backends.quantized.engine`` is set while building and running, then restored.
+rounded values). Engine choice is scoped: ``torch.backends.quantized.engine`` is set while
+building and running, then restored.
+
+Pooled segments. torch's int8 layers only output uint8, so in a segment with an average pool the
+layer's output is requantized to the next layer's grid *before* the pool, where the reference
+sums exact int32 accumulators and clips only the average: a pool input beyond 0..255 (a sum of
+activations whose average fits) is clipped early and the average is off by many steps (32 seen
+on VGG's global pool with 8-bit activations). Such a segment checks its pool inputs on every
+run: a sample with one at an end of the uint8 grid (255; 0 too where no ReLU makes 0 a real
+zero) is recomputed on the exact reference kernels, the other samples keep the engine's result.
 
 Saturation. Without VNNI (AVX2, AVX-512 without VNNI) these kernels multiply uint8 by int8 with
 ``vpmaddubsw``, which adds products in pairs into int16 with saturation: full-range activations
@@ -248,18 +256,60 @@ def _next_input(steps, i: int) -> tuple[float, int]:
     raise ModelError("integer program: no layer after a requantize step")
 
 
-def _segments(steps, start: int, stop: int) -> list[nn.Sequential]:
+class _PooledSegment(nn.Module):
+    """A segment with an average pool: the engine, but exact for samples clipped before the pool.
+
+    ``head`` runs up to the pool (the layer's uint8 output at the next layer's scale), ``tail``
+    from the pool on; ``steps`` is the segment's program (layer .. requantize) for the reference
+    kernels; ``floor_clips`` says whether a 0 before the pool may be a clipped negative.
+    """
+
+    def __init__(self, head: list[nn.Module], tail: list[nn.Module], steps, floor_clips: bool):
+        super().__init__()
+        self.head, self.tail = nn.Sequential(*head), nn.Sequential(*tail)
+        self.steps, self.floor_clips = steps, floor_clips
+
+    def clipped(self, pooled_input: Tensor) -> Tensor:
+        """Per sample: whether a pool input sits at an end of the uint8 grid (may be clipped)."""
+        q = pooled_input.int_repr()
+        at_end = q == UINT8_RANGE[1]
+        if self.floor_clips:
+            at_end |= q == UINT8_RANGE[0]
+        return at_end.flatten(1).any(1)
+
+    def forward(self, q: Tensor) -> Tensor:
+        pooled_input = self.head(q)
+        out, rows = self.tail(pooled_input), self.clipped(pooled_input)
+        if not bool(rows.any()):
+            return out
+        x = q.int_repr()[rows].to(torch.int32)
+        exact = run_reference(self.steps, x, zero=int(q.q_zero_point()))
+        ints = out.int_repr()
+        ints[rows] = exact.to(torch.uint8)
+        return torch._make_per_tensor_quantized_tensor(ints, out.q_scale(), out.q_zero_point())
+
+
+def _segment(steps, mods: list[nn.Module], pool_at: int | None) -> nn.Module:
+    """One segment's module; ``steps`` runs from its layer to its requantize."""
+    if pool_at is None:
+        return nn.Sequential(*mods)
+    ops = [st.op for st in steps]
+    floor_clips = "relu" not in ops[: ops.index("sumpool")]
+    return _PooledSegment(mods[:pool_at], mods[pool_at:], steps, floor_clips)
+
+
+def _segments(steps, start: int, stop: int) -> list[nn.Module]:
     """Engine modules for ``steps[start:stop]``, cut after every requantize (layer inputs)."""
-    segments: list[nn.Sequential] = []
+    segments: list[nn.Module] = []
     mods: list[nn.Module] = []
-    skip = False
+    skip, first, pool_at = False, start, None
     for i in range(start, stop):
         st = steps[i]
         if skip:
             skip = False
         elif st.op == "requantize":
-            segments.append(nn.Sequential(*mods, _clamp(st.attrs)))
-            mods = []
+            segments.append(_segment(steps[first : i + 1], [*mods, _clamp(st.attrs)], pool_at))
+            mods, first, pool_at = [], i + 1, None
         elif st.op in ("conv2d", "linear"):
             relu = i + 1 < stop and steps[i + 1].op == "relu"
             mods.append(_layer(st, relu, *_next_input(steps, i)))
@@ -270,6 +320,7 @@ def _segments(steps, start: int, stop: int) -> list[nn.Sequential]:
             a = st.attrs
             mods.append(nn.MaxPool2d(a["kernel"], a["stride"], a["padding"]))
         elif st.op == "sumpool":
+            pool_at = len(mods) if pool_at is None else pool_at
             mods.append(nn.AvgPool2d(st.attrs["kernel"], st.attrs["stride"]))
         elif st.op == "flatten":
             mods.append(nn.Flatten())

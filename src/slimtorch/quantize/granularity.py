@@ -1,5 +1,8 @@
 """Which values share a scale: ``PerTensor()``, ``PerChannel(axis)``, ``PerGroup(size, axis)``.
 
+The types live in :mod:`slimtorch.core.granularity` (shared with pruning); this module turns
+them into block shapes.
+
 Each granularity becomes a *block size* (as in torchao's ``quant_primitives``): the extent of
 one block along every dimension. A tensor is viewed as ``(n0, b0, n1, b1, ...)``; statistics
 reduce over the ``b`` dims, and scales have shape ``(n0, n1, ...)``, so one code path serves
@@ -21,85 +24,53 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from slimtorch.core.granularity import (
+    QUANT_KINDS,
+    Granularity,
+    PerChannel,
+    PerGroup,
+    PerTensor,
+    granularity_from_dict,
+    granularity_to_dict,
+    parse_granularity,
+)
 from slimtorch.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class PerTensor:
-    """One scale (and zero point) for the whole tensor."""
-
-
-@dataclass(frozen=True)
-class PerChannel:
-    """One scale per index along ``axis`` (output channels: ``axis=0``)."""
-
-    axis: int = 0
-
-
-@dataclass(frozen=True)
-class PerGroup:
-    """One scale per ``size`` consecutive values along ``axis`` (the input dim: ``-1``).
-
-    ``ragged``: a ``size`` that does not divide the axis leaves a short last group instead of
-    being an error.
-    """
-
-    size: int
-    axis: int = -1
-    ragged: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.size, int) or self.size < 1:
-            raise ConfigError(f"PerGroup.size: expected a positive integer, got {self.size!r}")
-
-
-Granularity = PerTensor | PerChannel | PerGroup
+__all__ = [
+    "Granularity",
+    "PerChannel",
+    "PerGroup",
+    "PerTensor",
+    "block_size",
+    "expand_blocks",
+    "from_blocks",
+    "granularity_from_dict",
+    "granularity_from_name",
+    "granularity_to_dict",
+    "grouped",
+    "to_blocks",
+]
 
 
 def granularity_from_name(name: str, group_size: int | None = None, axis: int = 0) -> Granularity:
-    """``"tensor"``, ``"channel"`` or ``"group"`` (with ``group_size``) as a granularity.
+    """A quantization granularity from its spelling (``tensor``, ``channel``, ``group:SIZE``), or
+    ``group`` with ``group_size`` given apart (``--granularity group --group-size 32``).
 
     Example:
-        >>> granularity_from_name("group", 32)
-        PerGroup(size=32, axis=-1, ragged=False)
+        >>> granularity_from_name("group", 32), granularity_from_name("group:64")
+        (PerGroup(size=32, axis=-1, ragged=False), PerGroup(size=64, axis=-1, ragged=False))
     """
-    if name == "tensor":
-        return PerTensor()
-    if name == "channel":
-        return PerChannel(axis)
     if name == "group":
         if group_size is None:
-            raise ConfigError("granularity 'group' needs a group size (--group-size)")
+            raise ConfigError("granularity 'group' needs a size: group:SIZE (or --group-size)")
         return PerGroup(group_size)
-    raise ConfigError(f"granularity: expected tensor, channel or group, got {name!r}")
-
-
-def granularity_to_dict(g: Granularity) -> dict[str, Any]:
-    """A JSON-able description: ``{"kind": "channel", "axis": 0}``."""
-    if isinstance(g, PerChannel):
-        return {"kind": "channel", "axis": g.axis}
-    if isinstance(g, PerGroup):
-        extra = {"ragged": True} if g.ragged else {}
-        return {"kind": "group", "size": g.size, "axis": g.axis, **extra}
-    return {"kind": "tensor"}
-
-
-def granularity_from_dict(d: dict[str, Any]) -> Granularity:
-    """Inverse of :func:`granularity_to_dict`."""
-    kind = d.get("kind")
-    if kind == "channel":
-        return PerChannel(int(d["axis"]))
-    if kind == "group":
-        return PerGroup(int(d["size"]), int(d.get("axis", -1)), bool(d.get("ragged", False)))
-    if kind == "tensor":
-        return PerTensor()
-    raise ConfigError(f"granularity: unknown kind {kind!r}")
+    g = parse_granularity(name, QUANT_KINDS)
+    return PerChannel(axis) if isinstance(g, PerChannel) else g
 
 
 def block_size(shape: tuple[int, ...] | torch.Size, granularity: Granularity) -> tuple[int, ...]:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from slimtorch.core.granularity import QUANT_KINDS, parse_granularity
 from slimtorch.core.size import WeightFormat
 from slimtorch.errors import ConfigError, DataError
 from slimtorch.quantize.fakequant import ActFakeQuant, QuantWrapper
@@ -62,7 +63,8 @@ class PTQConfig:
     Args:
         weight_bits: weight bit width (1..8 or 16).
         weight_granularity: ``PerTensor()``, ``PerChannel(0)`` or ``PerGroup(size)`` (groups run
-            along the flattened input dimension).
+            along the flattened input dimension), spelled ``tensor``, ``channel`` or
+            ``group:SIZE`` on the command line.
         weight_symmetric: symmetric weights (zero point 0).
         activation_bits: activation bit width; None for weight-only quantization.
         observer: activation observer: minmax, moving_average, percentile, mse or kl.
@@ -82,10 +84,12 @@ class PTQConfig:
     """
 
     weight_bits: int = 8
-    weight_granularity: Granularity = field(default_factory=lambda: PerChannel(0))
+    weight_granularity: Granularity = field(
+        default_factory=lambda: PerChannel(0), metadata={"kinds": QUANT_KINDS}
+    )
     weight_symmetric: bool = True
     activation_bits: int | None = 8
-    observer: str = "minmax"
+    observer: str = field(default="minmax", metadata={"choices": OBSERVERS})
     percentile: float = DEFAULT_PERCENTILE
     calib_batches: int = 32
     fold_bn: bool = True
@@ -95,6 +99,8 @@ class PTQConfig:
     version: int = PTQ_VERSION
 
     def __post_init__(self) -> None:
+        g = parse_granularity(self.weight_granularity, QUANT_KINDS, "weight_granularity")
+        object.__setattr__(self, "weight_granularity", g)
         self.weight_spec  # noqa: B018 -- validates bits and granularity
         if self.activation_bits is not None:
             self._activation_spec(self.activation_bits)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from slimtorch.cli import build_parser, main
+from slimtorch.cli.llm_compress import build_config
+from slimtorch.cli.main import build_parser, main
 from slimtorch.llm.compress import (
     AWQConfig,
     GPTQConfig,
@@ -14,7 +15,6 @@ from slimtorch.llm.compress import (
     SparseGPTConfig,
     WandaConfig,
 )
-from slimtorch.llm.compress.cli import build_config
 
 
 def _config(*argv):

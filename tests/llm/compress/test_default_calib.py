@@ -85,7 +85,7 @@ def test_llm_compress_without_calib_runs_on_smollm2_outside_the_dev_tree(tmp_pat
     monkeypatch.setattr(
         Path, "is_file", lambda self: not str(self).startswith(shared) and real_is_file(self)
     )
-    from slimtorch.cli import main
+    from slimtorch.cli.main import main
 
     report = tmp_path / "report.json"
     argv = ["llm", "compress", "--method", "wanda", "--calib-samples", "3", "--quiet"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from slimtorch.compress.state import StageContext, capture_histogram
 from slimtorch.quantize import quantize_mixed
-from slimtorch.quantize.granularity import granularity_from_name
 from slimtorch.quantize.kmeans import quantizable_layers
 
 
@@ -16,6 +15,5 @@ def run(ctx: StageContext) -> None:
     cfg, state = ctx.config, ctx.state
     capture_histogram(state, "before")
     bits = {n: cfg.bits_for(n) for n in quantizable_layers(state.model, cfg.exclude)}
-    granularity = granularity_from_name(cfg.granularity)
-    state.model, _ = quantize_mixed(state.model, bits, "linear", granularity=granularity)
+    state.model, _ = quantize_mixed(state.model, bits, "linear", granularity=cfg.granularity)
     state.qbits.update({f"{name}.weight": b for name, b in bits.items()})

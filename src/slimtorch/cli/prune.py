@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from slimtorch.cli_options import add_threads_option, threads_from_args
+from slimtorch.cli.options import add_threads_option, threads_from_args
 from slimtorch.errors import ConfigError
 from slimtorch.profile.noise import torch_threads
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from slimtorch.cli_options import add_threads_option, threads_from_args
+from slimtorch.cli.options import add_threads_option, threads_from_args
 from slimtorch.compress.job import DEFAULT_OUT, CompressOutcome, compress
 from slimtorch.compress.report import stage_table
 from slimtorch.errors import ConfigError

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slimtorch.cli_options import (
+from slimtorch.cli.options import (
     add_model_options,
     add_threads_option,
     check_input_size,

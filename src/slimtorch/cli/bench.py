@@ -10,7 +10,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from slimtorch.cli_options import add_threads_option, threads_from_args
+from slimtorch.cli.options import add_threads_option, threads_from_args
 from slimtorch.errors import ConfigError
 
 SCENARIO_CHOICES = ("singlestream", "multistream", "server", "offline")

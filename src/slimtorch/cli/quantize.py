@@ -16,15 +16,65 @@ from typing import Any
 
 import torch
 
-from slimtorch.cli_options import add_threads_option, threads_from_args
+from slimtorch.cli.fields import ConfigOptions, Custom
+from slimtorch.cli.options import add_threads_option, threads_from_args
 from slimtorch.core.size import effective_parameters
 from slimtorch.errors import ConfigError
 from slimtorch.profile.noise import torch_threads
+from slimtorch.quantize.kmeans import KMeansConfig
+from slimtorch.quantize.ptq import PTQConfig
+from slimtorch.quantize.qat import QATConfig
 
-GRANULARITIES = ("tensor", "channel", "group")
-CALIBRATORS = ("minmax", "moving_average", "percentile", "mse", "kl")
+INTEGER_BACKENDS = ("x86", "fbgemm", "reference")
 SENSITIVITY_BITS = (2, 4, 8)
 REDUCE_RANGE_CHOICES = {"auto": "auto", "on": True, "off": False}  # PTQConfig.reduce_range
+
+
+PTQ_OPTIONS = ConfigOptions(
+    PTQConfig,
+    only=(
+        "weight_bits",
+        "weight_granularity",
+        "activation_bits",
+        "observer",
+        "percentile",
+        "calib_batches",
+        "reduce_range",
+        "exclude",
+    ),
+    flags={
+        "weight_bits": "--bits",
+        "weight_granularity": "--granularity",
+        "observer": "--calibrate",
+    },
+    custom={
+        "activation_bits": Custom(
+            parse=lambda t: int(t) or None,
+            text=lambda v: "none (weight-only)" if v is None else str(v),
+            metavar="BITS",
+        ),
+        "reduce_range": Custom(
+            parse=lambda t: _choice(t, REDUCE_RANGE_CHOICES, "--reduce-range"),
+            text=lambda v: {True: "on", False: "off"}.get(v, v),
+            choices=tuple(REDUCE_RANGE_CHOICES),
+        ),
+    },
+    group="linear quantization (PTQConfig; --activation-bits 0 = weight-only)",
+)
+QAT_OPTIONS = ConfigOptions(
+    QATConfig,
+    only=("epochs", "lr", "lsq", "freeze_bn_epoch"),
+    group="quantization-aware training with --qat (QATConfig)",
+)
+KMEANS_OPTIONS = ConfigOptions(
+    KMeansConfig, only=("bits", "init", "exclude"), group="k-means weight sharing (KMeansConfig)"
+)
+
+
+def _choice(text: str, choices: dict[str, Any], flag: str) -> Any:
+    if text not in choices:
+        raise ConfigError(f"{flag}: expected one of {', '.join(choices)}, got {text!r}")
+    return choices[text]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,60 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="linear",
         help="linear (affine) quantization or k-means weight sharing (default linear)",
     )
-    p.add_argument("--bits", type=int, default=8, help="weight bits: 1..8 or 16 (default 8)")
-    p.add_argument(
-        "--activation-bits",
-        type=int,
-        default=8,
-        help="activation bits for linear quantization (default 8; 0 = weight-only)",
-    )
-    p.add_argument(
-        "--granularity",
-        choices=GRANULARITIES,
-        default="channel",
-        help="which weights share a scale (default channel)",
-    )
-    p.add_argument(
-        "--group-size",
-        type=int,
-        default=None,
-        help="values per group along the flattened input (with --granularity group)",
-    )
-    p.add_argument(
-        "--calibrate",
-        choices=CALIBRATORS,
-        default="minmax",
-        help="activation observer (default minmax)",
-    )
-    p.add_argument(
-        "--percentile",
-        type=float,
-        default=99.99,
-        help="percentile for --calibrate percentile (default 99.99)",
-    )
-    p.add_argument(
-        "--calib-batches",
-        type=int,
-        default=32,
-        help="calibration batches from the training split (default 32)",
-    )
-    p.add_argument(
-        "--reduce-range",
-        choices=tuple(REDUCE_RANGE_CHOICES),
-        default="auto",
-        help="8-bit activations use 7 bits so torch's int8 engines cannot saturate on CPUs "
-        "without VNNI (auto: only where this CPU's engine saturates; default auto)",
-    )
+    for options in (PTQ_OPTIONS, KMEANS_OPTIONS, QAT_OPTIONS):
+        options.add(p)
     p.add_argument("--qat", action="store_true", help="quantization-aware training after PTQ")
-    p.add_argument("--epochs", type=int, default=3, help="QAT epochs (default 3)")
-    p.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate (default 1e-4)")
-    p.add_argument("--lsq", action="store_true", help="QAT learns step sizes (LSQ)")
-    p.add_argument(
-        "--freeze-bn-epoch",
-        type=int,
-        default=1,
-        help="QAT folds (freezes) BatchNorm after this many epochs (default 1)",
-    )
     p.add_argument(
         "--integer",
         action="store_true",
@@ -102,44 +101,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--backend",
-        choices=("x86", "fbgemm", "reference"),
-        default="x86",
+        choices=INTEGER_BACKENDS,
+        default=INTEGER_BACKENDS[0],
         help="integer kernels used to evaluate the int8 model (default x86)",
     )
-    p.add_argument(
-        "--init",
-        choices=("linear", "density", "random"),
-        default="linear",
-        help="k-means centroid initialization (default linear)",
-    )
-    p.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=0,
-        help="k-means: epochs of centroid fine-tuning (default 0)",
-    )
-    p.add_argument(
-        "--recalibrate-bn",
-        action="store_true",
-        help="k-means: re-estimate BatchNorm running statistics on the training split after "
-        "clustering (recovers most of the loss at 2-3 bits)",
-    )
-    p.add_argument(
-        "--finetune-all",
-        action="store_true",
-        help="k-means fine-tuning: also train biases and norms (default: centroids only); "
-        "cosine lr and the best epoch by validation accuracy are kept",
-    )
+    _add_centroid_options(p)
     p.add_argument(
         "--sensitivity",
         action="store_true",
         help=f"also scan accuracy per layer at {SENSITIVITY_BITS} bits",
-    )
-    p.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        help="regex of layer names to keep in float (repeatable)",
     )
     p.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
     p.add_argument(
@@ -151,53 +121,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _ptq_config(args: argparse.Namespace) -> Any:
-    from slimtorch.quantize.primitives import granularity_from_name
-    from slimtorch.quantize.ptq import PTQConfig
-
-    if args.granularity != "group" and args.group_size is not None:
-        raise ConfigError("--group-size: only with --granularity group")
-    return PTQConfig(
-        weight_bits=args.bits,
-        weight_granularity=granularity_from_name(args.granularity, args.group_size),
-        activation_bits=args.activation_bits or None,
-        observer=args.calibrate,
-        percentile=args.percentile,
-        calib_batches=args.calib_batches,
-        exclude=tuple(args.exclude),
-        reduce_range=REDUCE_RANGE_CHOICES[args.reduce_range],
+def _add_centroid_options(p: argparse.ArgumentParser) -> None:
+    """k-means after clustering: BatchNorm re-estimation and centroid fine-tuning."""
+    g = p.add_argument_group("k-means fine-tuning (finetune_centroids)")
+    g.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="k-means: epochs of centroid fine-tuning (default 0)",
+    )
+    g.add_argument(
+        "--recalibrate-bn",
+        action="store_true",
+        help="k-means: re-estimate BatchNorm running statistics on the training split after "
+        "clustering (recovers most of the loss at 2-3 bits)",
+    )
+    g.add_argument(
+        "--finetune-all",
+        action="store_true",
+        help="k-means fine-tuning: also train biases and norms (default: centroids only); "
+        "cosine lr and the best epoch by validation accuracy are kept",
     )
 
 
 def _linear(args, model, loaders, out: Path, record: dict) -> tuple[Any, Any, dict[str, Any]]:
     from slimtorch.quantize.ptq import quantize_ptq
-    from slimtorch.quantize.qat import QATConfig, quantize_qat
+    from slimtorch.quantize.qat import quantize_qat
 
     train, val, test = loaders
-    config = _ptq_config(args)
+    config = PTQ_OPTIONS.build(args)
     extra: dict[str, Any] = {}
     if args.qat:
-        qat = QATConfig(
-            ptq=config,
-            epochs=args.epochs,
-            lr=args.lr,
-            lsq=args.lsq,
-            freeze_bn_epoch=args.freeze_bn_epoch,
-        )
+        qat = QAT_OPTIONS.build(args, ptq=config)
         qmodel, report, _ = quantize_qat(model, train, val, qat, progress=True)
     else:
         qmodel, report = quantize_ptq(model, train, config)
     if args.integer:
-        extra = _export_integer(args, qmodel, train, test, out, record)
+        extra = _export_integer(args, config, qmodel, train, test, out, record)
     return qmodel, report, extra
 
 
-def _export_integer(args, qmodel, train, test, out: Path, record: dict) -> dict[str, Any]:
+def _export_integer(args, config, qmodel, train, test, out: Path, record: dict) -> dict[str, Any]:
     from slimtorch.quantize.integer import to_integer
     from slimtorch.quantize.intformat import save_integer_model
     from slimtorch.train import evaluate
 
-    if args.bits > 8 or not args.activation_bits or args.activation_bits > 8:
+    if config.weight_bits > 8 or not config.activation_bits or config.activation_bits > 8:
         raise ConfigError("--integer: needs --bits and --activation-bits of at most 8")
     example = next(iter(train))[0]
     imodel = to_integer(qmodel, example, backend=args.backend)
@@ -216,15 +185,13 @@ def _export_integer(args, qmodel, train, test, out: Path, record: dict) -> dict[
 
 
 def _kmeans(args, model, loaders) -> tuple[Any, Any, dict[str, Any]]:
-    from slimtorch.quantize.kmeans import KMeansConfig, kmeans_quantize_model
+    from slimtorch.quantize.kmeans import kmeans_quantize_model
     from slimtorch.quantize.trained import finetune_centroids, recalibrate_bn
 
     train, val, _ = loaders
     if args.qat or args.integer:
         raise ConfigError("--qat and --integer apply to --method linear")
-    qmodel, report = kmeans_quantize_model(
-        model, KMeansConfig(bits=args.bits, init=args.init, exclude=tuple(args.exclude))
-    )
+    qmodel, report = kmeans_quantize_model(model, KMEANS_OPTIONS.build(args))
     if args.recalibrate_bn:
         recalibrate_bn(qmodel, train)
     if args.finetune_epochs:
@@ -288,7 +255,8 @@ def _warnings(args, report, extra: dict[str, Any], num_classes: int) -> list[dic
     ``--integer``, the int8 integer-only model."""
     from slimtorch.accuracy_check import accuracy_warning, quantize_suggestions
 
-    tips = quantize_suggestions(args)
+    config = (PTQ_OPTIONS if args.method == "linear" else KMEANS_OPTIONS).build(args)
+    tips = quantize_suggestions(args, config)
     before = report.accuracy_before
     found = [
         accuracy_warning(f"quantize ({args.method})", before, report.accuracy_after,

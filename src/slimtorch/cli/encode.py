@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_decode(args: argparse.Namespace) -> int:
     from slimtorch.checkpoint import save_checkpoint
-    from slimtorch.cli_options import check_out_dir
+    from slimtorch.cli.options import check_out_dir
     from slimtorch.encode.container import load_compressed
 
     check_out_dir(args.out, args.overwrite)

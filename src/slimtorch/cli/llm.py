@@ -22,11 +22,11 @@ import json
 import sys
 from pathlib import Path
 
-from slimtorch.cli_options import add_threads_option, threads_from_args
+from slimtorch.cli.options import add_threads_option, threads_from_args
 
 LLM_SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "slimtorch.llm.compress.cli",
-    "slimtorch.llm.llm_profile",
+    "slimtorch.cli.llm_compress",
+    "slimtorch.cli.llm_profile",
 )
 MODEL_HELP = "a .gguf file or a Hugging Face folder (default: the shipped SmolLM2-135M-Instruct)"
 

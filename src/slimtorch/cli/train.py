@@ -1,0 +1,134 @@
+"""``slimtorch train``: train a zoo model or a user factory on a data set; save a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from slimtorch.cli.options import add_model_options, check_out_dir, model_kwargs
+from slimtorch.errors import ConfigError, first_line
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a zoo model or your own factory on a data set",
+        description="Train a model and save a checkpoint "
+        "(model.safetensors + model.json) in --out.",
+    )
+    p.add_argument(
+        "--model",
+        default="lenet5",
+        help="zoo name (lenet300, lenet5, vgg, mobilenetv2, resnet) or "
+        "package.module:factory (default lenet5)",
+    )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="digits (built in), a .npz file with x and y, a folder with one "
+        "subfolder per class, or idx:IMAGES,LABELS (default digits)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder for the checkpoint")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--optimizer", default="adam", help="adam, adamw or sgd (default adam)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
+    p.add_argument("--scheduler", default="none", help="none or cosine (default none)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed for split, init and order (default 0)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a checkpoint already in --out (default: refuse)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _shape_kwargs(model: str, sample_shape: tuple[int, ...], data: str) -> dict[str, int]:
+    """in_channels / image_size from the data's sample shape [C, H, H]."""
+    if len(sample_shape) == 3 and sample_shape[1] == sample_shape[2]:
+        return {"in_channels": sample_shape[0], "image_size": sample_shape[1]}
+    if ":" in model:
+        return {}  # a user factory knows its own input
+    raise ConfigError(
+        f"--data {data}: samples have shape {list(sample_shape)}, but zoo models take square "
+        "images [C, H, H]; reshape the data or pass your own --model package.module:factory"
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from slimtorch.checkpoint import save_checkpoint
+    from slimtorch.data import load_data, make_loaders
+    from slimtorch.data.record import data_record
+    from slimtorch.models import ModelSpec, create_model
+    from slimtorch.train import FitConfig, evaluate, fit
+
+    check_out_dir(args.out, args.overwrite)
+    config = FitConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        scheduler=args.scheduler,
+        seed=args.seed,
+    )
+    splits = load_data(args.data, seed=args.seed)
+    kwargs = {"num_classes": splits.num_classes}
+    kwargs.update(_shape_kwargs(args.model, splits.input_shape, args.data))
+    kwargs.update(model_kwargs(args))
+    spec = ModelSpec(name=args.model, kwargs=kwargs)
+    torch_seed(args.seed)
+    model = create_model(spec.name, **spec.kwargs)  # the user named it: theirs to run
+    train_loader, val_loader, test_loader = make_loaders(splits, args.batch_size, seed=args.seed)
+    check_model_takes_data(model, splits, args.data)
+    report = fit(model, train_loader, val_loader, config, progress=not args.quiet, label="train")
+    test = evaluate(model, test_loader)
+    metrics = {
+        **data_record(args.data, args.seed, splits),  # data, seed, input_shape, num_classes
+        "epochs": args.epochs,
+        "best_val_accuracy": report.best_val_accuracy,
+        "test_accuracy": test.accuracy,
+        "test_loss": test.loss,
+    }
+    path = save_checkpoint(args.out, model, spec, metrics, overwrite=args.overwrite)
+    print(
+        f"{spec.name} on {splits.name}: test accuracy {test.accuracy:.4f} "
+        f"(n={test.n}); checkpoint {path}"
+    )
+    return 0
+
+
+def check_model_takes_data(model: object, splits: object, data: str) -> None:
+    """One forward pass on a real sample: a shape mismatch is a one-line error."""
+    import torch
+
+    from slimtorch.errors import ModelError
+
+    x = splits.train[0][0].unsqueeze(0)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # the model is the user's: report any failure in one line
+        first = first_line(exc)
+        shape = "x".join(map(str, x.shape))
+        raise ModelError(f"the model fails on --data {data} (input {shape}): {first}") from None
+    finally:
+        model.train(was_training)
+    if out.ndim != 2 or out.shape[1] < splits.num_classes:
+        raise ModelError(
+            f"the model's output {list(out.shape)} does not cover the {splits.num_classes} "
+            f"classes of --data {data}; expected [N, {splits.num_classes}]"
+        )
+
+
+def torch_seed(seed: int) -> None:
+    """Seed torch's global generator (model initialization)."""
+    import torch
+
+    torch.manual_seed(seed)
