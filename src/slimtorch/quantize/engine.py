@@ -12,13 +12,12 @@ reference's integers within one step (float vs fixed-point rounding; an average 
 rounded values). Engine choice is scoped: ``torch.backends.quantized.engine`` is set while
 building and running, then restored.
 
-Pooled segments. torch's int8 layers only output uint8, so in a segment with an average pool the
-layer's output is requantized to the next layer's grid *before* the pool, where the reference
-sums exact int32 accumulators and clips only the average: a pool input beyond 0..255 (a sum of
-activations whose average fits) is clipped early and the average is off by many steps (32 seen
-on VGG's global pool with 8-bit activations). Such a segment checks its pool inputs on every
-run: a sample with one at an end of the uint8 grid (255; 0 too where no ReLU makes 0 a real
-zero) is recomputed on the exact reference kernels, the other samples keep the engine's result.
+Pooled segments. torch's int8 layers output uint8 only, so before an average pool the layer's
+output is requantized to the next layer's grid, where the reference sums exact int32 and clips
+only the average: a pool input beyond 0..255 is clipped early and the average can be off by
+many steps (32 on VGG's global pool, 8-bit activations). So a sample with a pool input at an end
+of the uint8 grid (255; 0 too where no ReLU makes 0 a real zero) is recomputed on the exact
+reference kernels; the other samples keep the engine's result.
 
 Saturation. Without VNNI (AVX2, AVX-512 without VNNI) these kernels multiply uint8 by int8 with
 ``vpmaddubsw``, which adds products in pairs into int16 with saturation: full-range activations
@@ -259,9 +258,8 @@ def _next_input(steps, i: int) -> tuple[float, int]:
 class _PooledSegment(nn.Module):
     """A segment with an average pool: the engine, but exact for samples clipped before the pool.
 
-    ``head`` runs up to the pool (the layer's uint8 output at the next layer's scale), ``tail``
-    from the pool on; ``steps`` is the segment's program (layer .. requantize) for the reference
-    kernels; ``floor_clips`` says whether a 0 before the pool may be a clipped negative.
+    ``head`` runs up to the pool, ``tail`` from it; ``steps`` (layer .. requantize) is for the
+    reference kernels; ``floor_clips``: a 0 before the pool may be a clipped negative.
     """
 
     def __init__(self, head: list[nn.Module], tail: list[nn.Module], steps, floor_clips: bool):
