@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slimtorch.encode.codecs import CodebookWeight, Codec, SparseWeight, from_quantized
+from slimtorch.encode.codecs import Codec
 from slimtorch.encode.container import (
     MAGIC,
     PREFIX,
@@ -20,6 +20,7 @@ from slimtorch.encode.container import (
     read_compressed,
     save_compressed,
 )
+from slimtorch.encode.weights import CodebookWeight, SparseWeight, from_quantized
 from slimtorch.errors import ConfigError
 from slimtorch.models import build_model, make_spec
 

@@ -8,8 +8,8 @@ import torch
 
 from slimtorch.checkpoint import load_checkpoint
 from slimtorch.cli.main import main
-from slimtorch.encode.codecs import from_quantized
 from slimtorch.encode.container import save_compressed
+from slimtorch.encode.weights import from_quantized
 from slimtorch.models import build_model, make_spec
 
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from slimtorch.cli.main import main
 from slimtorch.encode import header_schema
-from slimtorch.encode.codecs import DTYPES, CodebookWeight, Codec, SparseWeight
+from slimtorch.encode.codecs import DTYPES, Codec
 from slimtorch.encode.container import (
     FLAG_ZLIB_HEADER,
     MAGIC,
@@ -36,6 +36,7 @@ from slimtorch.encode.container import (
     read_compressed,
     save_compressed,
 )
+from slimtorch.encode.weights import CodebookWeight, SparseWeight
 from slimtorch.errors import ConfigError
 from slimtorch.models import build_model, make_spec
 

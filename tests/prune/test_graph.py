@@ -1,4 +1,4 @@
-"""PerChannel dependency tracing: groups against hand-derived (closed-form) structure."""
+"""Channel dependency tracing: groups against hand-derived (closed-form) structure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PerChannel surgery: a physically smaller model computes what the masked model computes.
+"""Channel surgery: a physically smaller model computes what the masked model computes.
 
 Oracle: the same channels *masked* in the unpruned model (every producer's filter and bias
 zeroed, every BatchNorm's gamma and beta zeroed, in eval mode), which makes those channels

@@ -22,7 +22,7 @@ take these sources beside zoo names and checkpoint folders:
   (new tokens per request, default 32): greedy generation streaming one token at a time, so
   the LLM harness measures TTFT, TPOT and tokens/s.
 
-PerChannel-pruned checkpoints (``slimtorch.prune`` surgery, spec ``build_pruned``) need no
+Channel-pruned checkpoints (``slimtorch.prune`` surgery, spec ``build_pruned``) need no
 adapter: the built-in ``model`` adapter rebuilds them from their spec.
 
 Example:

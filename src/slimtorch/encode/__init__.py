@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from slimtorch.encode.codecs import CodebookWeight, Codec, SparseWeight, from_quantized
+from slimtorch.encode.codecs import Codec
 from slimtorch.encode.container import (
     CompressedFile,
     CompressedSummary,
@@ -28,6 +28,7 @@ from slimtorch.encode.huffman import (
     huffman_encode,
 )
 from slimtorch.encode.sparse_index import positions_from_gaps, relative_gaps
+from slimtorch.encode.weights import CodebookWeight, SparseWeight, from_quantized
 
 __all__ = [
     "CodebookWeight",

@@ -1,4 +1,4 @@
-"""PerChannel dependency graph: which channels of which layers must be removed together.
+"""Channel dependency graph: which channels of which layers must be removed together.
 
 ``trace_channels(model, example_input)`` traces the model with ``torch.fx.symbolic_trace``,
 propagates shapes on the example input, and follows the *channel dimension* (dim 1) of every
@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,7 +42,15 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn import functional as F
 from torch.utils._pytree import tree_leaves
 
-from slimtorch.errors import ConfigError, ModelError
+from slimtorch.errors import ModelError
+from slimtorch.prune.channel_groups import (
+    ChannelGraph,
+    ChannelGroup,
+    ChannelSlot,
+    ChannelSpaces,
+    Layout,
+    groups_of,
+)
 
 __all__ = ["ChannelGraph", "ChannelGroup", "ChannelSlot", "trace_channels"]
 
@@ -73,112 +80,6 @@ _FLATTEN_FUNCS = {torch.flatten, torch.reshape}
 _FLATTEN_METHODS = {"flatten", "view", "reshape"}
 _REDUCE_FUNCS = {torch.mean, torch.sum, torch.amax}
 _REDUCE_METHODS = {"mean", "sum", "amax"}
-
-
-@dataclass(frozen=True)
-class ChannelSlot:
-    """Where a group's channels sit in one module: channel ``c`` is the index range
-    ``offset + c*repeat .. offset + (c+1)*repeat - 1`` of the module's output dim
-    (``role`` ``"out"`` or ``"tied"``) or input dim (``"in"``)."""
-
-    module: str
-    role: str
-    offset: int = 0
-    repeat: int = 1
-
-    def indices(self, channels: Tensor) -> Tensor:
-        """Module indices (int64, ascending for ascending ``channels``) of the given channels."""
-        base = self.offset + channels.long()[:, None] * self.repeat  # [k, 1]
-        return (base + torch.arange(self.repeat)[None, :]).reshape(-1)  # [k * repeat]
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    """Channels that must be pruned together (a coupled group).
-
-    Attributes:
-        name: the qualified name of the group's first producer (conv/linear) in graph order.
-        size: channels in the group.
-        slots: every place the channels appear, in graph order.
-        prunable: False when some op fixes the channels (``reason`` says which).
-        reason: why the group is fixed; ``""`` when prunable.
-    """
-
-    name: str
-    size: int
-    slots: tuple[ChannelSlot, ...]
-    prunable: bool
-    reason: str = ""
-
-    def modules(self, *roles: str) -> tuple[str, ...]:
-        """Names of modules with a slot of one of ``roles`` (all roles when none given)."""
-        names = [s.module for s in self.slots if not roles or s.role in roles]
-        return tuple(dict.fromkeys(names))
-
-
-@dataclass(frozen=True)
-class ChannelGraph:
-    """All channel groups of a model (see :func:`trace_channels`)."""
-
-    groups: tuple[ChannelGroup, ...]
-
-    def group(self, key: str) -> ChannelGroup:
-        """The group named ``key``, or the group whose outputs module ``key`` produces.
-
-        Raises:
-            ConfigError: no group has that name or produces from that module.
-        """
-        for g in self.groups:
-            if g.name == key or key in g.modules("out", "tied"):
-                return g
-        names = ", ".join(g.name for g in self.prunable())
-        raise ConfigError(f"{key!r} matches no channel group; prunable groups: {names}")
-
-    def prunable(self) -> tuple[ChannelGroup, ...]:
-        """The groups that may be pruned."""
-        return tuple(g for g in self.groups if g.prunable)
-
-
-Layout = tuple[tuple[int, int], ...]  # (space, repeat) per segment along the channel dim
-
-
-class _Spaces:
-    """Union-find over channel spaces, with slots and fixing reasons per space."""
-
-    def __init__(self) -> None:
-        self.parent: list[int] = []
-        self.size: list[int] = []
-        self.slots: list[list[ChannelSlot]] = []
-        self.fixed: dict[int, str] = {}
-
-    def new(self, size: int, reason: str = "") -> int:
-        self.parent.append(len(self.parent))
-        self.size.append(size)
-        self.slots.append([])
-        if reason:
-            self.fixed[len(self.parent) - 1] = reason
-        return len(self.parent) - 1
-
-    def find(self, s: int) -> int:
-        while self.parent[s] != s:
-            self.parent[s] = self.parent[self.parent[s]]
-            s = self.parent[s]
-        return s
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def fix(self, layout: Layout | None, reason: str) -> None:
-        for space, _ in layout or ():
-            self.fixed.setdefault(space, reason)
-
-    def add_slots(self, layout: Layout, module: str, role: str) -> None:
-        offset = 0
-        for space, repeat in layout:
-            self.slots[space].append(ChannelSlot(module, role, offset, repeat))
-            offset += self.size[space] * repeat
 
 
 def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
@@ -218,7 +119,7 @@ class _Walker:
 
     def __init__(self, gm: fx.GraphModule) -> None:
         self.gm = gm
-        self.spaces = _Spaces()
+        self.spaces = ChannelSpaces()
         self.layout: dict[fx.Node, Layout | None] = {}
         self.module_out: dict[str, int] = {}
         self.module_in: dict[str, Layout] = {}
@@ -394,23 +295,6 @@ def _prod(values: tuple[int, ...]) -> int:
     return result
 
 
-def _groups(spaces: _Spaces) -> tuple[ChannelGroup, ...]:
-    members: dict[int, list[int]] = {}
-    for s in range(len(spaces.parent)):
-        members.setdefault(spaces.find(s), []).append(s)
-    groups = []
-    for root in sorted(members):
-        slots = [slot for s in members[root] for slot in spaces.slots[s]]
-        producers = [s.module for s in slots if s.role == "out"]
-        if not producers:
-            continue  # the input, or a value no conv/linear produced: nothing to prune
-        reasons = [spaces.fixed[s] for s in members[root] if s in spaces.fixed]
-        name = producers[0]
-        groups.append(ChannelGroup(name, spaces.size[root], tuple(slots), not reasons,
-                                   reasons[0] if reasons else ""))  # fmt: skip
-    return tuple(groups)
-
-
 def trace_channels(model: nn.Module, example_input: Tensor | tuple[Tensor, ...]) -> ChannelGraph:
     """Find the coupled channel groups of ``model`` from its torch.fx graph.
 
@@ -436,4 +320,4 @@ def trace_channels(model: nn.Module, example_input: Tensor | tuple[Tensor, ...])
     _propagate_shapes(gm, example_input)
     walker = _Walker(gm)
     walker.run()
-    return ChannelGraph(_groups(walker.spaces))
+    return ChannelGraph(groups_of(walker.spaces))

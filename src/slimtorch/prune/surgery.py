@@ -1,4 +1,4 @@
-"""PerChannel surgery: physically remove channels and return an ordinary, smaller dense model.
+"""Channel surgery: physically remove channels and return an ordinary, smaller dense model.
 
 ``prune_channels`` traces the coupled channel groups (:mod:`slimtorch.prune.graph`), decides
 which channels of each group to keep (given indices, or a ratio and a channel-importance
@@ -20,8 +20,7 @@ special casing::
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,6 +30,14 @@ from torch.nn.utils.parametrizations import _WeightNorm
 
 from slimtorch.errors import ConfigError, ModelError
 from slimtorch.models import ModelSpec, build_model, create_model
+from slimtorch.prune.channel_importance import (
+    IMPORTANCE,
+    Importance,
+    bn_importance,
+    keep_by_importance,
+    l1_importance,
+    l2_importance,
+)
 from slimtorch.prune.graph import ChannelGraph, ChannelGroup, trace_channels
 
 __all__ = [
@@ -45,80 +52,9 @@ __all__ = [
     "pruned_spec",
 ]
 
-Importance = Callable[[nn.Module, ChannelGroup], Tensor]
 PRUNED_FACTORY = "slimtorch.prune.surgery:build_pruned"
 _RESIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.modules.batchnorm._BatchNorm,
               nn.modules.instancenorm._InstanceNorm)  # fmt: skip
-
-
-def _norm_importance(model: nn.Module, group: ChannelGroup, p: int) -> Tensor:
-    scores = torch.zeros(group.size)
-    for name in group.modules("out"):
-        w = model.get_submodule(name).weight.detach().float()  # [C_out, ...]
-        scores += w.reshape(w.shape[0], -1).norm(p=p, dim=1)
-    return scores
-
-
-def l1_importance(model: nn.Module, group: ChannelGroup) -> Tensor:
-    """Per-channel L1 norm of every producer's filter, summed over the group.
-
-    Example:
-        >>> from slimtorch.prune.graph import trace_channels
-        >>> m = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
-        >>> with torch.no_grad():
-        ...     _ = m[0].weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 0.0], [-3.0, 1.0]]))
-        >>> l1_importance(m, trace_channels(m, torch.zeros(1, 2)).groups[0])
-        tensor([2.0000, 0.5000, 4.0000])
-    """
-    return _norm_importance(model, group, 1)
-
-
-def l2_importance(model: nn.Module, group: ChannelGroup) -> Tensor:
-    """Per-channel L2 norm of every producer's filter, summed over the group."""
-    return _norm_importance(model, group, 2)
-
-
-def bn_importance(model: nn.Module, group: ChannelGroup) -> Tensor:
-    """|BatchNorm gamma| per channel, summed over the group's BatchNorms (network slimming,
-    Liu et al. 2017); groups without a BatchNorm fall back to :func:`l1_importance`."""
-    scores = torch.zeros(group.size)
-    norms = [model.get_submodule(n) for n in group.modules("tied")]
-    norms = [m for m in norms if isinstance(m, _RESIZABLE[4]) and m.weight is not None]
-    for m in norms:
-        scores += m.weight.detach().abs().float()
-    return scores if norms else l1_importance(model, group)
-
-
-IMPORTANCE: dict[str, Importance] = {"l1": l1_importance, "l2": l2_importance, "bn": bn_importance}
-
-
-def keep_by_importance(
-    scores: Tensor, ratio: float, min_channels: int = 1, round_to: int = 1
-) -> Tensor:
-    """Indices (ascending) of the channels to keep: the highest scores, ties to the lower index.
-
-    Args:
-        scores: one score per channel.
-        ratio: fraction of channels to remove, in ``[0, 1)``.
-        min_channels: never keep fewer.
-        round_to: round the kept count up to a multiple of this (capped at all channels).
-
-    Returns:
-        An int64 tensor of kept channel indices.
-
-    Example:
-        >>> keep_by_importance(torch.tensor([3.0, 1.0, 2.0, 1.0]), 0.5)
-        tensor([0, 2])
-    """
-    if not 0 <= ratio < 1:
-        raise ConfigError(f"ratio must be in [0, 1), got {ratio}")
-    if min_channels < 1 or round_to < 1:
-        raise ConfigError(f"min_channels and round_to must be >= 1, got {min_channels}, {round_to}")
-    size = scores.numel()
-    n = max(min_channels, round(size * (1 - ratio)))
-    n = min(size, math.ceil(n / round_to) * round_to)
-    order = sorted(range(size), key=lambda i: (-float(scores[i]), i))
-    return torch.tensor(sorted(order[:n]), dtype=torch.long)
 
 
 def _check_keep(group: ChannelGroup, indices: Sequence[int] | Tensor) -> Tensor:
