@@ -99,6 +99,28 @@ def _is_global_pool(target: Any) -> bool:
     return isinstance(target, nn.AdaptiveAvgPool2d) and target.output_size in (1, (1, 1))
 
 
+def _check_exportable(name: str, w: QuantWrapper) -> None:
+    """Refuse a layer the integer program cannot express (named in one line)."""
+    if w.act is None:
+        raise ModelError(f"integer export: layer {name} has no activation quantizer")
+    if isinstance(w.weight_spec.granularity, PerGroup) or not w.weight_spec.symmetric:
+        raise ModelError(
+            f"integer export: layer {name} needs symmetric per-tensor or per-channel weights"
+        )
+    layer = w.layer
+    if isinstance(layer, nn.Conv2d):
+        if (
+            layer.dilation != (1, 1)
+            or layer.padding_mode != "zeros"
+            or isinstance(layer.padding, str)
+        ):
+            raise ModelError(
+                f"integer export: conv {name} needs dilation 1 and numeric zero padding"
+            )
+    elif not isinstance(layer, nn.Linear):
+        raise ModelError(f"integer export: layer {name} is not Conv2d or Linear")
+
+
 class _Builder:
     """Walks the chain with a real example batch to know every shape and scale."""
 
@@ -108,37 +130,10 @@ class _Builder:
         self.count = 1  # values summed by sum-pools since the last layer
 
     def compute(self, name: str, w: QuantWrapper, x: Tensor) -> None:
-        if w.act is None:
-            raise ModelError(f"integer export: layer {name} has no activation quantizer")
-        if isinstance(w.weight_spec.granularity, PerGroup) or not w.weight_spec.symmetric:
-            raise ModelError(
-                f"integer export: layer {name} needs symmetric per-tensor or per-channel weights"
-            )
+        _check_exportable(name, w)
         aq = w.act.qparams()
         s_in, z_in = float(aq.scale), int(aq.zero_point)
-        spec = w.act.spec
-        if self.acc_scale is None:
-            self.steps.append(
-                Step(
-                    "quantize",
-                    attrs={
-                        "scale": s_in,
-                        "zero_point": z_in,
-                        "q_min": spec.q_min,
-                        "q_max": spec.q_max,
-                    },
-                )
-            )
-        else:
-            m = self.acc_scale.double() / (self.count * s_in)
-            m0, rshift = quantize_multiplier(m)
-            self.steps.append(
-                Step(
-                    "requantize",
-                    {"m0": m0, "rshift": rshift},
-                    {"zero_point": z_in, "q_min": spec.q_min, "q_max": spec.q_max},
-                )
-            )
+        self.steps.append(self._input_step(s_in, z_in, w.act.spec))
         q, wq = integer_weight(w)
         layer = w.layer
         s_w = wq.scale.float().reshape(-1).expand(layer.weight.shape[0]).contiguous()
@@ -151,25 +146,23 @@ class _Builder:
         }
         attrs: dict[str, Any] = {"name": name, "in_scale": s_in, "in_zero_point": z_in}
         if isinstance(layer, nn.Conv2d):
-            if (
-                layer.dilation != (1, 1)
-                or layer.padding_mode != "zeros"
-                or isinstance(layer.padding, str)
-            ):
-                raise ModelError(
-                    f"integer export: conv {name} needs dilation 1 and numeric zero padding"
-                )
             attrs.update(
                 stride=list(layer.stride), padding=list(layer.padding), groups=layer.groups
             )
             self.steps.append(Step("conv2d", tensors, attrs))
             self.acc_scale = (s_in * s_w).reshape(-1, 1, 1)
-        elif isinstance(layer, nn.Linear):
+        else:
             self.steps.append(Step("linear", tensors, attrs))
             self.acc_scale = s_in * s_w
-        else:
-            raise ModelError(f"integer export: layer {name} is not Conv2d or Linear")
         self.count = 1
+
+    def _input_step(self, s_in: float, z_in: int, spec: Any) -> Step:
+        """Quantize the float input (first layer) or requantize the accumulators to it."""
+        limits = {"zero_point": z_in, "q_min": spec.q_min, "q_max": spec.q_max}
+        if self.acc_scale is None:
+            return Step("quantize", attrs={"scale": s_in, **limits})
+        m0, rshift = quantize_multiplier(self.acc_scale.double() / (self.count * s_in))
+        return Step("requantize", {"m0": m0, "rshift": rshift}, limits)
 
     def passthrough(self, name: str, target: Any, x: Tensor) -> None:
         if self.acc_scale is None:  # still float input: only reshaping commutes with quantize
