@@ -45,17 +45,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
-from collections.abc import Iterator
 
 import torch
-import torch.ao.nn.intrinsic.quantized as nniq
-import torch.ao.nn.quantized as nnq
 from torch import Tensor, nn
 
 from slimtorch.errors import ModelError
+from slimtorch.quantize.engine_layers import engine_layer, quantized_engine
 from slimtorch.quantize.intkernels import conv2d_int, linear_int
 from slimtorch.quantize.intprogram import Step, run_reference
 
@@ -69,22 +66,6 @@ STANDARD_CONV = ("conv2d", 16, 16, (3, 3), (1, 1), (1, 1), 1)  # the machine-lev
 STANDARD_LINEAR = ("linear", 64, 16)
 
 
-@contextlib.contextmanager
-def quantized_engine(name: str) -> Iterator[None]:
-    """Use torch's quantized engine ``name`` inside the block, then restore the previous one."""
-    if name not in torch.backends.quantized.supported_engines:
-        raise ModelError(
-            f"quantized engine {name!r} is not available in this torch build "
-            f"({', '.join(torch.backends.quantized.supported_engines)})"
-        )
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
-
-
 def pairs_fit_int16(act_max: int, weight_max: int) -> bool:
     """Whether every sum of two ``u8 * s8`` products fits int16 (then no kernel saturates).
 
@@ -93,36 +74,6 @@ def pairs_fit_int16(act_max: int, weight_max: int) -> bool:
         (False, True)
     """
     return 2 * act_max * weight_max <= INT16_MAX
-
-
-def _qweight(step) -> Tensor:
-    w, s = step.tensors["weight"], step.tensors["weight_scale"].double()
-    return torch._make_per_channel_quantized_tensor(w, s, torch.zeros_like(s, dtype=torch.long), 0)
-
-
-def _float_bias(step) -> Tensor:
-    return step.tensors["bias"].float() * step.attrs["in_scale"] * step.tensors["weight_scale"]
-
-
-def _layer(step, relu: bool, out_scale: float, out_zero: int) -> nn.Module:
-    w, a = step.tensors["weight"], step.attrs
-    if step.op == "conv2d":
-        cls = nniq.ConvReLU2d if relu else nnq.Conv2d
-        o, c, kh, kw = w.shape
-        m = cls(
-            c * a["groups"],
-            o,
-            (kh, kw),
-            stride=tuple(a["stride"]),
-            padding=tuple(a["padding"]),
-            groups=a["groups"],
-        )
-    else:
-        cls = nniq.LinearReLU if relu else nnq.Linear
-        m = cls(w.shape[1], w.shape[0])
-    m.set_weight_bias(_qweight(step), _float_bias(step))
-    m.scale, m.zero_point = float(out_scale), int(out_zero)
-    return m
 
 
 def _probe_step(op: str, in_ch: int, out_ch: int, kernel, stride, padding, groups: int):
@@ -178,7 +129,7 @@ def kernel_saturates(
     with quantized_engine(backend), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         q = torch._make_per_tensor_quantized_tensor(x.to(torch.uint8).contiguous(), 1.0, 0)
-        got = _layer(step, False, out_scale, 0)(q).int_repr().to(torch.int64)
+        got = engine_layer(step, False, out_scale, 0)(q).int_repr().to(torch.int64)
     want = torch.round(exact.double() / out_scale).clamp(*UINT8_RANGE)
     return bool((got - want).abs().max() > PROBE_TOLERANCE)
 
@@ -310,7 +261,7 @@ def _segments(steps, start: int, stop: int) -> list[nn.Module]:
             mods, first, pool_at = [], i + 1, None
         elif st.op in ("conv2d", "linear"):
             relu = i + 1 < stop and steps[i + 1].op == "relu"
-            mods.append(_layer(st, relu, *_next_input(steps, i)))
+            mods.append(engine_layer(st, relu, *_next_input(steps, i)))
             skip = relu
         elif st.op == "relu":
             mods.append(nn.ReLU())
