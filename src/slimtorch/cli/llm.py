@@ -22,13 +22,53 @@ import json
 import sys
 from pathlib import Path
 
-from slimtorch.cli.options import add_threads_option, threads_from_args
+from slimtorch.cli.fields import ConfigOptions, Custom
+from slimtorch.cli.options import add_llm_model_argument, add_threads_option, threads_from_args
+from slimtorch.errors import ConfigError
+from slimtorch.llm.generate import GenerateConfig
+from slimtorch.llm.gguf_export import EXPORT_TYPES, ExportConfig
+from slimtorch.llm.kernels import KernelConfig
+from slimtorch.llm.perplexity import PerplexityConfig
 
 LLM_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.cli.llm_compress",
     "slimtorch.cli.llm_profile",
 )
-MODEL_HELP = "a .gguf file or a Hugging Face folder (default: the shipped SmolLM2-135M-Instruct)"
+
+
+def _embedding_type(text: str) -> str:
+    if text and text not in EXPORT_TYPES:
+        raise ConfigError(f"expected one of {', '.join(EXPORT_TYPES)} (or '' for as --type)")
+    return text
+
+
+KERNEL_OPTIONS = ConfigOptions(
+    KernelConfig,
+    only=("mode", "group_size"),
+    flags={"mode": "--kernel"},
+    group="weight format (KernelConfig)",
+)
+GENERATE_OPTIONS = ConfigOptions(
+    GenerateConfig,
+    only=("max_new_tokens", "temperature", "top_k", "top_p", "seed", "decode_threads", "engine"),
+    group="generation (GenerateConfig)",
+)
+PERPLEXITY_OPTIONS = ConfigOptions(
+    PerplexityConfig,
+    only=("ctx", "stride", "batch_size", "protocol", "max_windows"),
+    group="perplexity (PerplexityConfig)",
+)
+EXPORT_OPTIONS = ConfigOptions(
+    ExportConfig,
+    only=("weight_type", "embedding_type"),
+    flags={"weight_type": "--type"},
+    custom={
+        "embedding_type": Custom(
+            parse=_embedding_type, text=lambda v: v or "as --type", choices=EXPORT_TYPES
+        )
+    },
+    group="GGUF storage (ExportConfig)",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,39 +89,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
-    p.add_argument(
-        "--kernel",
-        choices=("fp32", "int8", "int4"),
-        default="fp32",
-        help="weight format to run: fp32 (as loaded, dequantized), int8 (per-channel "
-        "weight-only) or int4 (group-quantized, torch's packed CPU kernel) (default fp32)",
-    )
-    p.add_argument("--group-size", type=int, default=32, help="int4 group size (default 32)")
+    add_llm_model_argument(p)
+    KERNEL_OPTIONS.add(p)
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate (128)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default 0)")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus probability (1.0 = all)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    GENERATE_OPTIONS.add(p)
     add_threads_option(p, "prefill and decode (and the native engine)")
-    p.add_argument(
-        "--decode-threads",
-        type=int,
-        default=0,
-        help="threads while decoding only (0 = as --threads; 1 is fastest when the "
-        "cores are busy with other work)",
-    )
-    p.add_argument(
-        "--engine",
-        choices=("auto", "native", "torch"),
-        default="auto",
-        help="decode engine: native (compiled C step, int8-activation integer kernels; built "
-        "with the system C compiler at first use), torch (fused torch kernels), auto (native "
-        "when it can be built, else torch) (default auto)",
-    )
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -92,17 +106,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_model(p)
     p.add_argument("--text", required=True, type=Path, help="UTF-8 text file")
-    p.add_argument("--ctx", type=int, default=512, help="tokens per window (default 512)")
-    p.add_argument("--stride", type=int, default=0, help="sliding stride (0 = ctx, no overlap)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward (default 4)")
-    p.add_argument(
-        "--protocol",
-        choices=("sliding", "llamacpp"),
-        default="sliding",
-        help="sliding: every token scored once; llamacpp: non-overlapping windows, second "
-        "half scored, BOS only if the model asks (llama-perplexity's figures)",
-    )
-    p.add_argument("--max-windows", type=int, default=0, help="stop after N windows (0 = all)")
+    PERPLEXITY_OPTIONS.add(p)
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     p.set_defaults(func=_run_eval)
 
@@ -138,28 +142,17 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
         help="write GGUF that llama.cpp loads",
         description="Export MODEL as GGUF (metadata and tokenizer copied).",
     )
-    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    add_llm_model_argument(p)
     p.add_argument("--out", required=True, type=Path, help="output .gguf file")
-    p.add_argument(
-        "--type",
-        default="Q8_0",
-        choices=("F32", "F16", "Q8_0", "Q4_0", "Q4_1"),
-        help="storage of the 2-D weights (default Q8_0)",
-    )
-    p.add_argument(
-        "--embedding-type",
-        default="",
-        choices=("", "F32", "F16", "Q8_0", "Q4_0", "Q4_1"),
-        help="storage of the embeddings (default: as --type)",
-    )
+    EXPORT_OPTIONS.add(p)
     p.set_defaults(func=_run_export)
 
 
 def _load(args: argparse.Namespace, max_seq_len: int | None = None):
-    from slimtorch.llm.kernels import KernelConfig, convert_linears
+    from slimtorch.llm.kernels import convert_linears
     from slimtorch.llm.source import load_model, load_tokenizer
 
-    kcfg = KernelConfig(mode=args.kernel, group_size=args.group_size)
+    kcfg = KERNEL_OPTIONS.build(args)
     loaded = load_model(args.model, max_seq_len)
     convert_linears(loaded.model, kcfg)
     return loaded, load_tokenizer(loaded)
@@ -168,20 +161,13 @@ def _load(args: argparse.Namespace, max_seq_len: int | None = None):
 def _run_eval(args: argparse.Namespace) -> int:
     from slimtorch.errors import DataError
     from slimtorch.io import read_text_file
-    from slimtorch.llm.perplexity import PerplexityConfig, perplexity
+    from slimtorch.llm.perplexity import perplexity
 
     if not args.text.is_file():
         raise DataError(f"--text {args.text}: no such file")
     text = read_text_file(args.text, f"--text {args.text}")  # before the model: fail fast
     loaded, tok = _load(args)
-    cfg = PerplexityConfig(
-        ctx=args.ctx,
-        stride=args.stride,
-        batch_size=args.batch_size,
-        protocol=args.protocol,
-        bos_id=tok.bos_id if tok.add_bos else -1,
-        max_windows=args.max_windows,
-    )
+    cfg = PERPLEXITY_OPTIONS.build(args, bos_id=tok.bos_id if tok.add_bos else -1)
     ids = tok.encode(text, add_bos=False)
     res = perplexity(loaded.model, ids, cfg)
     print(
@@ -198,20 +184,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gen_config(args: argparse.Namespace, stop: tuple[int, ...]):
-    from slimtorch.llm.generate import GenerateConfig
-
-    return GenerateConfig(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        stop_ids=stop,
-        decode_threads=args.decode_threads,
-        engine=args.engine,
-        threads=threads_from_args(args),
-    )
+def _gen_config(args: argparse.Namespace, stop: tuple[int, ...]) -> GenerateConfig:
+    return GENERATE_OPTIONS.build(args, stop_ids=stop, threads=threads_from_args(args))
 
 
 def _stream(loaded, tok, prompt_ids: list[int], cfg) -> list[int]:
@@ -265,11 +239,11 @@ def _run_chat(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from slimtorch.llm.gguf_export import ExportConfig, export_gguf
+    from slimtorch.llm.gguf_export import export_gguf
     from slimtorch.llm.source import load_model
 
     loaded = load_model(args.model)
-    cfg = ExportConfig(weight_type=args.type, embedding_type=args.embedding_type)
+    cfg = EXPORT_OPTIONS.build(args)
     path = export_gguf(loaded.model, args.out, loaded.metadata, cfg)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {cfg.weight_type})")
     return 0

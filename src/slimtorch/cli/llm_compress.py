@@ -15,25 +15,33 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
+from slimtorch.cli.fields import ConfigOptions, Custom
+from slimtorch.cli.options import add_llm_model_argument
 from slimtorch.errors import ConfigError
+from slimtorch.llm.compress.config import (
+    AWQConfig,
+    CalibConfig,
+    GPTQConfig,
+    GroupKMeansConfig,
+    MagnitudeConfig,
+    RTNConfig,
+    SparseGPTConfig,
+    WandaConfig,
+)
+from slimtorch.llm.gguf_export import EXPORT_TYPES
 
-METHOD_CHOICES = ("rtn", "awq", "gptq", "kmeans", "magnitude", "wanda", "sparsegpt")
+CHANNEL = ("channel", "ch")  # --group-size spellings of group_size=None (per output channel)
+SAVED_TYPE = "F32"  # --type: store exactly what was computed (no second rounding)
 
 
-CHANNEL = 0  # --group-size channel
-METHOD_DEFAULT = -1  # --group-size not given: 128, or per-channel for k-means
-
-
-def _group(text: str) -> int:
-    if text in ("channel", "ch"):
-        return CHANNEL
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
+def _group_size(text: str) -> int | None:
+    if text in CHANNEL:
+        return None
+    value = int(text) if text.strip().isdigit() else 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'channel', got {text!r}")
+        raise ConfigError(f"expected a positive integer or 'channel', got {text!r}")
     return value
 
 
@@ -41,8 +49,48 @@ def _nm(text: str) -> tuple[int, int]:
     try:
         n, m = (int(p) for p in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N:M such as 2:4, got {text!r}") from None
+        raise ConfigError(f"expected N:M such as 2:4, got {text!r}") from None
     return n, m
+
+
+GROUP_SIZE = Custom(
+    parse=_group_size, text=lambda v: "channel" if v is None else str(v), metavar="N|channel"
+)
+NM = Custom(parse=_nm, text=lambda v: "none" if v is None else f"{v[0]}:{v[1]}", metavar="N:M")
+GRID = ("bits", "group_size", "symmetric")
+METHODS_GROUP = "method options (each reads the config of the --method it names)"
+
+
+def _options(cls: type, only: tuple[str, ...], **flags: str) -> ConfigOptions:
+    custom = {k: v for k, v in (("group_size", GROUP_SIZE), ("nm", NM)) if k in only}
+    return ConfigOptions(cls, only=only, flags=flags, custom=custom, group=METHODS_GROUP)
+
+
+# The order options are added in: a flag several configs share takes its help from the first.
+METHOD_OPTIONS: dict[str, ConfigOptions] = {
+    "rtn": _options(RTNConfig, GRID),
+    "gptq": _options(GPTQConfig, (*GRID, "percdamp", "act_order")),
+    "kmeans": _options(GroupKMeansConfig, ("bits", "group_size")),
+    "awq": _options(
+        AWQConfig,
+        (*GRID, "scale_search", "solver", "clip_mode", "gptq_percdamp", "gptq_act_order"),
+        scale_search="--awq-scales",
+        solver="--awq-solver",
+        clip_mode="--awq-clip-mode",
+        gptq_percdamp="--percdamp",
+        gptq_act_order="--act-order",
+    ),
+    "magnitude": _options(MagnitudeConfig, ("sparsity", "nm")),
+    "wanda": _options(WandaConfig, ("sparsity", "nm")),
+    "sparsegpt": _options(SparseGPTConfig, ("sparsity", "nm", "percdamp")),
+}
+METHOD_CHOICES = tuple(METHOD_OPTIONS)
+CALIB_OPTIONS = ConfigOptions(
+    CalibConfig,
+    only=("n_samples", "seq_len"),
+    flags={"n_samples": "--calib-samples", "seq_len": "--calib-seq-len"},
+    group="calibration (CalibConfig): awq, gptq, wanda, sparsegpt",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,54 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "block on a text file (--calib; by default an excerpt of WikiText-2 shipped with "
         "slimtorch), and write the result (GGUF or safetensors) plus a JSON report.",
     )
-    p.add_argument(
-        "model",
-        nargs="?",
-        default=None,
-        help="a .gguf file or a Hugging Face folder (default: the shipped SmolLM2-135M-Instruct)",
-    )
+    add_llm_model_argument(p)
     p.add_argument("--method", required=True, choices=METHOD_CHOICES, help="compression method")
-    p.add_argument("--bits", type=int, default=4, help="weight bits: 2, 3, 4 or 8 (default 4)")
-    p.add_argument(
-        "--group-size",
-        type=_group,
-        default=METHOD_DEFAULT,
-        help="input columns per scale, or 'channel' for per-channel (default 128; "
-        "k-means: codebook per group, default channel)",
-    )
-    p.add_argument("--symmetric", action="store_true", help="symmetric grid (RTN/AWQ/GPTQ)")
-    p.add_argument(
-        "--act-order",
-        action="store_true",
-        help="GPTQ (and --awq-solver gptq): columns by decreasing Hessian diagonal",
-    )
-    p.add_argument(
-        "--awq-solver",
-        default="rtn",
-        choices=("rtn", "gptq"),
-        help="AWQ: round the scaled, clipped weights to nearest (rtn, default) or with GPTQ "
-        "error feedback on the clipped grid (gptq: best with in-domain calibration text)",
-    )
-    p.add_argument(
-        "--awq-scales",
-        default="x",
-        choices=("x", "duo", "both"),
-        help="AWQ scale candidates: s_X^a (x, default), AutoAWQ's s_X^a / s_W^(1-a) (duo), or both",
-    )
-    p.add_argument(
-        "--awq-clip-mode",
-        default="sym",
-        choices=("sym", "asym"),
-        help="AWQ clipping: [-m, m] (sym, default) or then max and min refined separately (asym)",
-    )
-    p.add_argument(
-        "--percdamp",
-        type=float,
-        default=0.01,
-        help="GPTQ (and --awq-solver gptq) Hessian damping, fraction of its mean diagonal (0.01)",
-    )
-    p.add_argument("--sparsity", type=float, default=0.5, help="pruned fraction (default 0.5)")
-    p.add_argument("--nm", type=_nm, default=None, help="N:M pattern, keep N of every M (2:4)")
+    _add_method_options(p)
     p.add_argument(
         "--calib",
         type=Path,
@@ -110,8 +113,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "shipped with slimtorch, an 85 kB excerpt of WikiText-2's validation split, CC BY-SA "
         "3.0; in-domain text of your own usually calibrates better)",
     )
-    p.add_argument("--calib-samples", type=int, default=32, help="calibration windows (32)")
-    p.add_argument("--calib-seq-len", type=int, default=512, help="tokens per window (512)")
+    CALIB_OPTIONS.add(p)
+    _add_output_options(p)
+    p.set_defaults(func=_run)
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    """Every method's config options; each option's help ends with the methods that read it."""
+    for options in METHOD_OPTIONS.values():
+        options.add(p)
+    for action in p._actions:
+        classes = {cls for cls, _ in getattr(action, "config_fields", ())}
+        methods = [m for m, o in METHOD_OPTIONS.items() if o.cls in classes]
+        if methods:
+            action.help = f"{action.help}; --method {', '.join(methods)}"
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         required=True,
@@ -120,44 +138,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--type",
-        default="F32",
-        choices=("F32", "F16", "Q8_0", "Q4_0", "Q4_1"),
-        help="GGUF storage of the 2-D weights (default F32: exactly what was computed)",
+        default=SAVED_TYPE,
+        choices=EXPORT_TYPES,
+        help=f"GGUF storage of the 2-D weights (default {SAVED_TYPE}: exactly what was "
+        "computed, where `llm export` defaults to Q8_0)",
     )
     p.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace) -> Any:
     """The method's config dataclass from the parsed options."""
-    from slimtorch.llm import compress as c
-
-    m = args.method
-    if m in ("magnitude", "wanda", "sparsegpt"):
-        cls = {
-            "magnitude": c.MagnitudeConfig,
-            "wanda": c.WandaConfig,
-            "sparsegpt": c.SparseGPTConfig,
-        }[m]
-        return cls(sparsity=args.sparsity, nm=args.nm)
-    gs = args.group_size
-    if m == "kmeans":
-        return c.GroupKMeansConfig(bits=args.bits, group_size=gs if gs > 0 else None)
-    gs = 128 if gs == METHOD_DEFAULT else gs
-    kw = {"bits": args.bits, "group_size": gs or None, "symmetric": args.symmetric}
-    if m == "rtn":
-        return c.RTNConfig(**kw)
-    if m == "awq":
-        return c.AWQConfig(
-            **kw,
-            scale_search=args.awq_scales,
-            solver=args.awq_solver,
-            clip_mode=args.awq_clip_mode,
-            gptq_percdamp=args.percdamp,
-            gptq_act_order=args.act_order,
-        )
-    return c.GPTQConfig(**kw, act_order=args.act_order, percdamp=args.percdamp)
+    return METHOD_OPTIONS[args.method].build(args)
 
 
 def _save(model, loaded, args: argparse.Namespace) -> None:
@@ -181,7 +173,7 @@ def _save(model, loaded, args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from slimtorch.io import atomic_write_text
-    from slimtorch.llm.compress import CalibConfig, compress_model
+    from slimtorch.llm.compress import compress_model
     from slimtorch.llm.compress.api import CALIBRATED, return_freed_memory
     from slimtorch.llm.compress.calibrate import calibration_tokens, default_calibration_text
     from slimtorch.llm.source import load_model, load_tokenizer
@@ -191,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     config = build_config(args)
     if args.out.suffix.lower() not in (".gguf", ".safetensors"):
         raise ConfigError(f"--out {args.out}: expected a .gguf or .safetensors file")
-    calib = CalibConfig(n_samples=args.calib_samples, seq_len=args.calib_seq_len)
+    calib = CALIB_OPTIONS.build(args)
     loaded = load_model(args.model)
     tokens, calib_text = None, None
     if isinstance(config, CALIBRATED):

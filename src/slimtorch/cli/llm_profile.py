@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from slimtorch.cli.options import add_llm_model_argument
 from slimtorch.errors import ConfigError
 from slimtorch.llm.llm_profile import profile_llm
 
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="parameters, bits, MACs per token, KV-cache and weight bytes per token",
         description="Profile MODEL on a [1, TOKENS] input (counts, no timing).",
     )
-    p.add_argument("model", nargs="?", default=None, help="a .gguf file or a Hugging Face folder")
+    add_llm_model_argument(p)
     p.add_argument("--tokens", type=int, default=128, help="sequence length profiled (128)")
     p.set_defaults(func=_run)
 

@@ -167,3 +167,13 @@ def threads_from_args(args: argparse.Namespace) -> int | None:
     if n is not None and n < 1:
         raise ConfigError(f"--threads: expected >= 1, got {n}")
     return n
+
+
+LLM_MODEL_HELP = (
+    "a .gguf file or a Hugging Face folder (default: the shipped SmolLM2-135M-Instruct)"
+)
+
+
+def add_llm_model_argument(p: argparse.ArgumentParser) -> None:
+    """Add the optional ``model`` positional of the ``slimtorch llm`` subcommands."""
+    p.add_argument("model", nargs="?", default=None, help=LLM_MODEL_HELP)

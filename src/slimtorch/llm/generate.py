@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -89,10 +89,10 @@ class GenerateConfig:
         decode_threads: threads for the decode phase only (0: as ``threads``, for either
             engine). One thread avoids OpenMP barrier stalls when the cores are shared with
             other work.
-        engine: Decode engine: ``"native"`` (the compiled C step of
-            :mod:`slimtorch.llm.native`, batch 1), ``"torch"`` (the fused-kernel
-            :class:`~slimtorch.llm.decode.DecodePlan`) or ``"auto"`` (native when it can be
-            built and runs every layer of the model, else torch).
+        engine: Decode engine: native (the compiled C step of :mod:`slimtorch.llm.native`,
+            int8-activation integer kernels, batch 1; built with the system C compiler at
+            first use), torch (the fused-kernel :class:`~slimtorch.llm.decode.DecodePlan`) or
+            auto (native when it can be built and runs every layer of the model, else torch).
         version: Config format version.
     """
 
@@ -103,7 +103,7 @@ class GenerateConfig:
     seed: int = 0
     stop_ids: tuple[int, ...] = ()
     decode_threads: int = 0
-    engine: str = "auto"
+    engine: str = field(default="auto", metadata={"choices": ENGINES})
     threads: int | None = None
     version: int = CONFIG_VERSION
 

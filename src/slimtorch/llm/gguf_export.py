@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,12 @@ class ExportConfig:
 
     Args:
         weight_type: Storage of the 2-D weights: F32, F16, Q8_0, Q4_0 or Q4_1.
-        embedding_type: Storage of ``token_embd`` (and an untied head); ``""``: as weights.
+        embedding_type: Storage of ``token_embd`` (and an untied head): F32, F16, Q8_0, Q4_0,
+            Q4_1, or ``""`` to store it as the 2-D weights.
         version: Config format version.
     """
 
-    weight_type: str = "Q8_0"
+    weight_type: str = field(default="Q8_0", metadata={"choices": EXPORT_TYPES})
     embedding_type: str = ""
     version: int = CONFIG_VERSION
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -228,8 +228,10 @@ class KernelConfig:
     """Which fast weight format to run.
 
     Args:
-        mode: ``"fp32"``, ``"int8"`` or ``"int4"``.
-        group_size: int4 inputs per group (32, 64, 128, ...).
+        mode: Weight format to run: fp32 (the model as loaded, dequantized), int8
+            (per-output-channel weight-only) or int4 (group-quantized, torch's packed CPU
+            kernel).
+        group_size: int4 inputs per group (a power of two >= 16: 32, 64, 128, ...).
         include: Regex on qualified Linear names to convert (default: every block linear and
             the output head).
         keep_fp32_for_prefill: Keep a dequantized fp32 copy for prefill-shaped products.
@@ -237,7 +239,7 @@ class KernelConfig:
         version: Config format version.
     """
 
-    mode: str = "int4"
+    mode: str = field(default="fp32", metadata={"choices": MODES})
     group_size: int = 32
     include: str = DEFAULT_LINEARS
     keep_fp32_for_prefill: bool = True

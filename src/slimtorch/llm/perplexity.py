@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,8 @@ class PerplexityConfig:
         ctx: Tokens per window.
         stride: Step between window starts for ``"sliding"`` (0: ``ctx``, no overlap).
         batch_size: Windows per forward pass.
-        protocol: ``"sliding"`` or ``"llamacpp"`` (see the module docstring).
+        protocol: sliding (every token scored once) or llamacpp (non-overlapping windows,
+            second half scored, BOS only if the model asks: llama-perplexity's figures).
         bos_id: BOS token put first in each llama.cpp window (-1: none, the text as is).
         max_windows: Stop after this many windows (0: all).
         version: Config format version.
@@ -58,7 +59,7 @@ class PerplexityConfig:
     ctx: int = 512
     stride: int = 0
     batch_size: int = 4
-    protocol: str = "sliding"
+    protocol: str = field(default="sliding", metadata={"choices": PROTOCOLS})
     bos_id: int = -1
     max_windows: int = 0
     version: int = CONFIG_VERSION

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slimtorch.errors import ConfigError
 from slimtorch.quantize.primitives import PerChannel, PerGroup, QuantSpec
@@ -72,8 +72,9 @@ class RTNConfig:
     """Round-to-nearest weight-only quantization.
 
     Args:
-        bits: 2, 3, 4 or 8.
-        group_size: input columns per scale, or None for one scale per output channel.
+        bits: bits per weight: 2, 3, 4 or 8.
+        group_size: input columns per scale, or None (``channel`` on the command line) for
+            one scale per output channel.
         symmetric: symmetric signed grid (scale only) instead of scale + minimum.
     """
 
@@ -145,11 +146,11 @@ class AWQConfig:
     clip_grid: int = AWQ_CLIP_GRID
     clip_max_shrink: float = AWQ_CLIP_MAX_SHRINK
     clip_tokens: int = AWQ_CLIP_TOKENS
-    scale_search: str = "x"
+    scale_search: str = field(default="x", metadata={"choices": AWQ_SCALE_SEARCHES})
     search_tokens: int = AWQ_SEARCH_TOKENS
-    solver: str = "rtn"
+    solver: str = field(default="rtn", metadata={"choices": AWQ_SOLVERS})
     gptq_percdamp: float = GPTQ_PERCDAMP
-    clip_mode: str = "sym"
+    clip_mode: str = field(default="sym", metadata={"choices": AWQ_CLIP_MODES})
     gptq_act_order: bool = False
     version: int = CONFIG_VERSION
 
@@ -247,7 +248,8 @@ class MagnitudeConfig:
 
     Args:
         sparsity: fraction of weights set to zero (ignored when ``nm`` is set).
-        nm: keep N of every M consecutive input weights, e.g. (2, 4).
+        nm: keep N of every M consecutive input weights, e.g. (2, 4) (``2:4`` on the
+            command line).
     """
 
     sparsity: float = 0.5
@@ -264,7 +266,8 @@ class WandaConfig:
 
     Args:
         sparsity: fraction of weights set to zero (ignored when ``nm`` is set).
-        nm: keep N of every M consecutive input weights, e.g. (2, 4).
+        nm: keep N of every M consecutive input weights, e.g. (2, 4) (``2:4`` on the
+            command line).
     """
 
     sparsity: float = 0.5
@@ -281,7 +284,8 @@ class SparseGPTConfig:
 
     Args:
         sparsity: fraction of weights set to zero (ignored when ``nm`` is set).
-        nm: keep N of every M consecutive input weights, e.g. (2, 4).
+        nm: keep N of every M consecutive input weights, e.g. (2, 4) (``2:4`` on the
+            command line).
         block_size: columns per lazy batch update (and per unstructured mask selection).
         percdamp: Hessian damping as a fraction of its mean diagonal.
     """
