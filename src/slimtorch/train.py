@@ -47,12 +47,15 @@ class FitConfig:
     Attributes:
         epochs: passes over the training loader (>= 1).
         lr: initial learning rate (> 0).
-        optimizer: ``"adam"`` (L2 weight decay), ``"adamw"`` (decoupled decay) or ``"sgd"``.
+        optimizer: ``adam`` (L2 weight decay), ``adamw`` (decoupled decay) or ``sgd``.
         momentum: SGD momentum in [0, 1); unused by Adam.
-        weight_decay: >= 0.
-        scheduler: ``"none"`` or ``"cosine"`` (annealed to 0 over ``epochs``, stepped per epoch).
-        seed: seeds torch's RNG inside ``fit`` (shuffling without a loader generator, dropout).
-        label_smoothing: in [0, 1); applies to the default cross-entropy loss only.
+        weight_decay: weight decay (>= 0).
+        scheduler: ``none`` or ``cosine`` (annealed to 0 over ``epochs``, stepped per epoch).
+        seed: seeds torch's RNG inside ``fit`` (shuffling without a loader generator,
+            dropout); ``slimtorch train`` also splits the data and initializes the model
+            with it.
+        label_smoothing: label smoothing in [0, 1) of the default cross-entropy loss (a
+            custom ``loss_fn``, e.g. distillation's, ignores it).
 
     Example:
         >>> FitConfig(epochs=3, optimizer="sgd", lr=0.1).scheduler

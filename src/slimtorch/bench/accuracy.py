@@ -131,8 +131,8 @@ class DivisionConfig:
 
     Attributes:
         division: ``closed`` (quality target enforced) or ``open`` (reported only).
-        target: fraction of the reference's quality required in the closed division
-            (MLPerf: 0.99 or 0.999).
+        target: the share of the reference's quality the closed division requires (MLPerf:
+            99% or 99.9%).
         version: format version.
     """
 

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from slimtorch.errors import ConfigError
@@ -74,17 +74,21 @@ class TestSettings:
     """How one scenario is run; fields left ``None`` take the scenario's and preset's default.
 
     Attributes:
-        scenario: ``singlestream``, ``multistream``, ``server`` or ``offline``.
-        preset: ``laptop`` (seconds) or ``mlperf`` (MLPerf's minimum counts and durations).
+        scenario: ``singlestream`` (p90 latency, 1 sample per query), ``multistream`` (p99
+            latency, 8 samples per query), ``server`` (Poisson arrivals; the peak rate whose
+            p99 latency meets the bound) or ``offline`` (samples/s).
+        preset: ``laptop`` (runs of seconds) or ``mlperf`` (MLPerf's minimum query counts and
+            600 s).
         min_query_count: queries (Offline: queries of ``offline_batch_size``) a run needs.
         min_duration_s: seconds a run needs (VALID only when both minimums are met).
         max_duration_s: stop a run after this many seconds; a run stopped before its
-            minimums is INVALID. Default: none for ``mlperf``; for ``laptop`` 30 s or 10x
-            ``min_duration_s``, whichever is larger.
+            minimums is INVALID (``mlperf``: no limit; ``laptop``: 30 s or 10x
+            ``min_duration_s``, whichever is larger).
         samples_per_query: samples per query (1, or 8 for MultiStream).
         target_latency_percentile: the latency percentile that is the metric (or the bound).
         server_target_qps: Server arrival rate, and the starting point of the peak search.
-        server_target_latency_s: Server bound on the percentile latency.
+        server_target_latency_s: Server bound on the percentile latency (MLPerf's ResNet-50
+            bound).
         server_max_batch: the Server worker takes up to this many waiting queries per call
             (1: no batching; more: a dynamic-batching server).
         offline_min_samples: samples an Offline run needs.
@@ -101,8 +105,8 @@ class TestSettings:
 
     __test__ = False  # named like LoadGen's TestSettings; not a pytest test class
 
-    scenario: str
-    preset: str = "laptop"
+    scenario: str = field(default=SCENARIOS[0], metadata={"choices": SCENARIOS})
+    preset: str = field(default=PRESETS[0], metadata={"choices": PRESETS})
     min_query_count: int | None = None
     min_duration_s: float | None = None
     max_duration_s: float | None = None

@@ -10,11 +10,69 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from slimtorch.cli.options import add_threads_option, threads_from_args
+from slimtorch.bench.accuracy import DIVISIONS, DivisionConfig
+from slimtorch.bench.llm import LLMSettings
+from slimtorch.bench.settings import TestSettings
+from slimtorch.cli.fields import ConfigOptions, Custom
+from slimtorch.cli.options import add_split_option, add_threads_option, threads_from_args
 from slimtorch.errors import ConfigError
 
-SCENARIO_CHOICES = ("singlestream", "multistream", "server", "offline")
 PERCENT = 100.0
+MS_PER_S = 1e3
+PRESET_SET = "set by the scenario and preset"
+
+
+def _preset_set(parse: type) -> Custom:
+    """A TestSettings field whose None means "the scenario's and preset's value"."""
+    return Custom(parse=parse, text=lambda v: PRESET_SET if v is None else str(v))
+
+
+# TestSettings fields offered after --scenario and --preset, and their flags.
+SETTINGS_FLAGS = {
+    "min_query_count": "--min-queries",
+    "min_duration_s": "--min-duration",
+    "max_duration_s": "--max-duration",
+    "samples_per_query": "--samples-per-query",
+    "offline_min_samples": "--offline-samples",
+    "offline_batch_size": "--batch-size",
+    "warmup_queries": "--warmup",
+    "server_target_qps": "--target-qps",
+    "server_target_latency_s": "--latency-bound-ms",
+    "server_max_batch": "--max-batch",
+    "peak_rel_tol": "--peak-tolerance",
+}
+SETTINGS_OPTIONS = ConfigOptions(
+    TestSettings,
+    only=("scenario", "preset", *SETTINGS_FLAGS),
+    flags=SETTINGS_FLAGS,
+    custom={
+        "min_query_count": _preset_set(int),
+        "min_duration_s": _preset_set(float),
+        "max_duration_s": _preset_set(float),
+        "samples_per_query": _preset_set(int),
+        "offline_min_samples": _preset_set(int),
+        "server_target_latency_s": Custom(
+            parse=lambda t: float(t) / MS_PER_S, text=lambda v: f"{v * MS_PER_S:g}", metavar="MS"
+        ),
+    },
+    group="run settings (TestSettings)",
+)
+# Token generators take LLMSettings through the same flags (each config keeps its default).
+LLM_SHARED = ("scenario", "min_query_count", "min_duration_s", "server_target_qps")
+LLM_OPTIONS = ConfigOptions(
+    LLMSettings, only=LLM_SHARED, flags={k: SETTINGS_OPTIONS.flag(k) for k in LLM_SHARED}
+)
+DIVISION_OPTIONS = ConfigOptions(
+    DivisionConfig,
+    only=("target",),
+    flags={"target": "--quality-target"},
+    custom={
+        "target": Custom(
+            parse=lambda t: float(t) / PERCENT, text=lambda v: f"{v * PERCENT:g}", metavar="PERCENT"
+        )
+    },
+    group="accuracy mode and division (DivisionConfig)",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,46 +90,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "understands. Zoo names are built for the data's shape and classes (untrained).",
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="models to benchmark")
+    SETTINGS_OPTIONS.add(p)
+    LLM_OPTIONS.add(p)  # the same flags; where defaults differ, each config's own
     p.add_argument(
-        "--scenario",
-        default="singlestream",
-        choices=SCENARIO_CHOICES,
-        help="singlestream (p90 latency, 1 sample/query), multistream (p99 latency, 8 "
-        "samples/query), server (Poisson arrivals; peak rate whose p99 latency meets the "
-        "bound), offline (samples/s) (default singlestream)",
+        "--no-peak-search",
+        action="store_true",
+        help="server: run once at --target-qps instead of searching the peak VALID rate",
     )
-    p.add_argument(
-        "--preset",
-        default="laptop",
-        choices=("laptop", "mlperf"),
-        help="laptop: runs of seconds; mlperf: MLPerf's minimum query counts and 600 s "
-        "(default laptop)",
-    )
-    _run_options(p)
-    _server_options(p)
-    _accuracy_options(p)
-    _output_options(p)
-    p.set_defaults(func=_cmd_bench)
-
-
-def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-queries", type=int, help="minimum queries per run (default: preset)")
-    p.add_argument("--min-duration", type=float, help="minimum seconds per run (default: preset)")
-    p.add_argument(
-        "--max-duration",
-        type=float,
-        help="stop a run after this many seconds (default: laptop 30 s or 10x the minimum)",
-    )
-    p.add_argument(
-        "--samples-per-query", type=int, help="samples per query (default 1; multistream 8)"
-    )
-    p.add_argument(
-        "--offline-samples", type=int, help="minimum samples in an offline run (default: preset)"
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=64, help="offline: samples per model call (default 64)"
-    )
-    p.add_argument("--warmup", type=int, default=10, help="untimed warm-up queries (default 10)")
     p.add_argument(
         "--seed",
         type=int,
@@ -80,65 +105,36 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "else 0)",
     )
     add_threads_option(p, "the runs (and the native LLM decode engine)")
-
-
-def _server_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--target-qps",
-        type=float,
-        default=100.0,
-        help="server: arrival rate, and where the peak search starts (default 100)",
-    )
-    p.add_argument(
-        "--latency-bound-ms",
-        type=float,
-        default=15.0,
-        help="server: bound on the p99 latency, ms (default 15, MLPerf's ResNet-50 bound)",
-    )
-    p.add_argument(
-        "--max-batch",
-        type=int,
-        default=1,
-        help="server: the worker batches up to this many waiting queries (default 1)",
-    )
-    p.add_argument(
-        "--no-peak-search",
-        action="store_true",
-        help="server: run once at --target-qps instead of searching the peak VALID rate",
-    )
-    p.add_argument(
-        "--peak-tolerance",
-        type=float,
-        default=0.05,
-        help="server: stop the search when upper/lower - 1 is below this (default 0.05)",
-    )
+    _accuracy_options(p)
+    _output_options(p)
+    p.set_defaults(func=_cmd_bench)
 
 
 def _accuracy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    g = p.add_argument_group(DIVISION_OPTIONS.group)  # DIVISION_OPTIONS.add adds to it
+    g.add_argument(
         "--accuracy",
         action="store_true",
         help="also run accuracy mode: the whole split through the same path, top-1",
     )
-    p.add_argument(
+    g.add_argument(
         "--division",
-        choices=("closed", "open"),
+        choices=DIVISIONS,
         default=None,
         help="judge quality against the baseline: closed needs --quality-target of it "
         "(PASS/FAIL), open only reports it (implies --accuracy; default closed with --accuracy)",
     )
-    p.add_argument(
-        "--quality-target",
-        type=float,
-        default=99.0,
-        help="closed division: percent of the baseline's quality required, 99 or 99.9 (default 99)",
-    )
+    DIVISION_OPTIONS.add(p)
     p.add_argument(
         "--baseline",
         type=int,
         default=0,
         help="index of the reference model among MODEL... (default 0, the first)",
     )
+    _data_options(p)
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         default=None,
@@ -146,12 +142,7 @@ def _accuracy_options(p: argparse.ArgumentParser) -> None:
         "with --seed (default: the data the models were made with, as their checkpoint, int8 "
         "or .slim file records it; else digits)",
     )
-    p.add_argument(
-        "--split",
-        default="test",
-        choices=("train", "val", "test"),
-        help="which split to draw samples from (default test)",
-    )
+    add_split_option(p, "which split to draw samples from")
     p.add_argument("--norm", default=None, help="zoo models: normalization layer")
     p.add_argument("--act", default=None, help="zoo models: activation")
 
@@ -164,36 +155,24 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
-def settings_from_args(args: argparse.Namespace) -> object:
+def _given_seed(args: argparse.Namespace) -> dict[str, int]:
+    """``{"seed": --seed}`` when given (else the config's default until the data's is known)."""
+    return {} if args.seed is None else {"seed": args.seed}
+
+
+def settings_from_args(args: argparse.Namespace) -> TestSettings:
     """The ``TestSettings`` the options describe (validated: bad values raise ConfigError)."""
-    from slimtorch.bench.settings import TestSettings
-
-    if args.latency_bound_ms <= 0:
-        raise ConfigError(f"--latency-bound-ms: expected > 0, got {args.latency_bound_ms}")
-    return TestSettings(
-        scenario=args.scenario,
-        preset=args.preset,
-        min_query_count=args.min_queries,
-        min_duration_s=args.min_duration,
-        max_duration_s=args.max_duration,
-        samples_per_query=args.samples_per_query,
-        server_target_qps=args.target_qps,
-        server_target_latency_s=args.latency_bound_ms / 1e3,
-        server_max_batch=args.max_batch,
-        offline_min_samples=args.offline_samples,
-        offline_batch_size=args.batch_size,
-        peak_rel_tol=args.peak_tolerance,
-        warmup_queries=args.warmup,
-        seed=args.seed or 0,
-    )
+    bound = args.latency_bound_ms  # seconds, converted from the option's milliseconds
+    if bound <= 0:
+        raise ConfigError(f"--latency-bound-ms: expected > 0, got {bound * MS_PER_S:g}")
+    return SETTINGS_OPTIONS.build(args, **_given_seed(args))
 
 
-def _division(args: argparse.Namespace) -> object:
-    from slimtorch.bench.accuracy import DivisionConfig
-
+def _division(args: argparse.Namespace) -> DivisionConfig | None:
     if not (args.accuracy or args.division):
         return None
-    return DivisionConfig(args.division or "closed", args.quality_target / PERCENT)
+    chosen = {"division": args.division} if args.division else {}  # else the config's
+    return DIVISION_OPTIONS.build(args, **chosen)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -273,18 +252,12 @@ def _bench_generators(args: argparse.Namespace, targets: list) -> int:
     import json
 
     from slimtorch.bench.harness import benchmark_llm
-    from slimtorch.bench.llm import LLMSettings, llm_markdown
+    from slimtorch.bench.llm import llm_markdown
     from slimtorch.io import atomic_write_text
 
     if args.scenario == "multistream":
         raise ConfigError("--scenario multistream: not defined for token generators")
-    settings = LLMSettings(
-        scenario=args.scenario,
-        min_query_count=args.min_queries or LLMSettings.min_query_count,
-        min_duration_s=args.min_duration or 0.0,
-        server_target_qps=args.target_qps,
-        seed=args.seed or 0,
-    )
+    settings = LLM_OPTIONS.build(args, **_given_seed(args))
     results = benchmark_llm(
         targets, settings, progress=not args.quiet, threads=threads_from_args(args)
     )

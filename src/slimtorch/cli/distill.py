@@ -15,7 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from slimtorch.errors import ConfigError
+from slimtorch.cli.fields import ConfigOptions
+from slimtorch.cli.options import (
+    add_checkpoint_out_options,
+    add_recorded_data_options,
+    check_out_dir,
+)
+from slimtorch.distill.distill import DistillConfig
+from slimtorch.train import FitConfig
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -33,6 +40,18 @@ def _kv(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value  # a plain string
+
+
+FIT_OPTIONS = ConfigOptions(
+    FitConfig,
+    only=("epochs", "lr", "optimizer", "momentum", "weight_decay", "scheduler"),
+    group="student training (FitConfig; seeded with --seed)",
+)
+DISTILL_OPTIONS = ConfigOptions(
+    DistillConfig,
+    only=("temperature", "alpha", "hint_weight", "attention_weight", "adapter_lr"),
+    group="distillation objective (DistillConfig)",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,56 +73,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="student construction argument, value as JSON, e.g. hidden=[100,30] (repeatable)",
     )
-    p.add_argument("--out", required=True, type=Path, help="output checkpoint folder")
-    p.add_argument("--data", default=None, help="data source (default: the teacher's)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--optimizer", default="adam", help="adam, adamw or sgd (default adam)")
-    p.add_argument("--scheduler", default="cosine", help="none or cosine (default cosine)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="seed for split, init, order (default: the teacher's, so its test split stays "
-        "held out)",
-    )
-    p.add_argument("--temperature", type=float, default=4.0, help="softmax T (default 4)")
-    p.add_argument(
-        "--alpha", type=float, default=0.9, help="soft-target weight; 0 = no KD (default 0.9)"
-    )
-    p.add_argument(
-        "--hint", type=_pair, action="append", default=[], metavar="S:T",
-        help="FitNets hint from teacher layer T to student layer S (qualified names; repeatable)",
-    )  # fmt: skip
-    p.add_argument("--hint-weight", type=float, default=1.0, help="hint loss weight (default 1)")
-    p.add_argument(
-        "--attention", type=_pair, action="append", default=[], metavar="S:T",
-        help="attention transfer from teacher layer T to student layer S (repeatable)",
-    )  # fmt: skip
-    p.add_argument(
-        "--attention-weight", type=float, default=500.0, help="attention weight (default 500)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
+    add_checkpoint_out_options(p)
+    add_recorded_data_options(p, owner="the teacher")
+    FIT_OPTIONS.add(p)
+    _add_layer_pairs(p)
+    DISTILL_OPTIONS.add(p)  # into the same group
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_distill)
 
 
-def _configs(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
-    from slimtorch.distill.distill import DistillConfig
-    from slimtorch.train import FitConfig
+def _add_layer_pairs(p: argparse.ArgumentParser) -> None:
+    """``--hint`` / ``--attention S:T`` (repeatable): DistillConfig.hints / .attention."""
+    g = p.add_argument_group(DISTILL_OPTIONS.group)
+    g.add_argument(
+        "--hint", type=_pair, action="append", default=[], metavar="S:T",
+        help="FitNets hint from teacher layer T to student layer S (qualified names; repeatable)",
+    )  # fmt: skip
+    g.add_argument(
+        "--attention", type=_pair, action="append", default=[], metavar="S:T",
+        help="attention transfer from teacher layer T to student layer S (repeatable)",
+    )  # fmt: skip
 
-    fit_config = FitConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-                           scheduler=args.scheduler, seed=seed)  # fmt: skip
-    config = DistillConfig(
-        temperature=args.temperature,
-        alpha=args.alpha,
-        hints=tuple(args.hint),
-        hint_weight=args.hint_weight,
-        attention=tuple(args.attention),
-        attention_weight=args.attention_weight,
-    )
-    return fit_config, config
+
+def _configs(args: argparse.Namespace, seed: int) -> tuple[FitConfig, DistillConfig]:
+    fit_config = FIT_OPTIONS.build(args, seed=seed)
+    pairs = {"hints": tuple(args.hint), "attention": tuple(args.attention)}
+    return fit_config, DISTILL_OPTIONS.build(args, **pairs)
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
@@ -116,6 +111,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from slimtorch.models import ModelSpec, create_model
     from slimtorch.train import evaluate
 
+    check_out_dir(args.out, args.overwrite)
     teacher, teacher_spec, teacher_metrics = load_checkpoint(args.teacher)
     data, seed = recorded_split(teacher_metrics, str(args.teacher), args.data, args.seed)
     fit_config, config = _configs(args, seed)
@@ -129,11 +125,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     torch.manual_seed(seed)
     student = create_model(spec.name, **spec.kwargs)  # the user named it: theirs to run
     train, val, test = make_loaders(splits, args.batch_size, seed=seed)
-    if (args.out / "model.json").exists() and not args.overwrite:
-        raise ConfigError(f"--out {args.out}: already holds a checkpoint; pass --overwrite")
     report = distill(student, teacher, train, val, fit_config, config, not args.quiet)
     result, teacher_result = evaluate(student, test), evaluate(teacher, test)
-    metrics = {**data_record(data, seed, splits), "epochs": args.epochs,
+    metrics = {**data_record(data, seed, splits), "epochs": fit_config.epochs,
                "test_accuracy": result.accuracy, "test_loss": result.loss,
                "best_val_accuracy": report.best_val_accuracy,
                "teacher": str(args.teacher), "teacher_test_accuracy": teacher_result.accuracy,

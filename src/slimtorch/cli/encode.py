@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from slimtorch.cli.options import add_checkpoint_out_options, check_out_dir
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``decode`` and ``inspect`` subcommands."""
@@ -26,8 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compressed ones.",
     )
     p.add_argument("file", type=Path, metavar="FILE", help="the compressed model file")
-    p.add_argument("--out", required=True, type=Path, help="output checkpoint folder")
-    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
+    add_checkpoint_out_options(p)
     p.set_defaults(func=_cmd_decode)
     q = subparsers.add_parser(
         "inspect",
@@ -42,7 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_decode(args: argparse.Namespace) -> int:
     from slimtorch.checkpoint import save_checkpoint
-    from slimtorch.cli.options import check_out_dir
     from slimtorch.encode.container import load_compressed
 
     check_out_dir(args.out, args.overwrite)

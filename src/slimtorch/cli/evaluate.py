@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from slimtorch.cli.options import SPLITS, add_recorded_data_options, add_split_option
 from slimtorch.cli.train import check_model_takes_data
 from slimtorch.errors import ConfigError
+
+EVALUATE_BATCH_SIZE = 256  # no gradients: larger batches than training's
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,24 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="checkpoint folder or its model.json, or another artefact: an int8.safetensors "
         "(or the quantize --out folder holding it) or a .slim file",
     )
-    p.add_argument(
-        "--data",
-        default=None,
-        help="data source, as for train (default: the one the checkpoint was trained on)",
-    )
-    p.add_argument(
-        "--split",
-        default="test",
-        choices=("train", "val", "test"),
-        help="which split to score (default test)",
-    )
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="split seed (default: the checkpoint's training seed, so the test split is held out)",
-    )
+    add_split_option(p)
+    add_recorded_data_options(p, batch_size=EVALUATE_BATCH_SIZE)
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -73,9 +60,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     splits = load_data(data, seed=seed)
     check_given_data(args.data, splits, metrics, spec_kwargs, str(args.checkpoint))
     check_model_takes_data(model, splits, data)
-    loaders = dict(
-        zip(("train", "val", "test"), make_loaders(splits, args.batch_size, seed), strict=True)
-    )
+    loaders = dict(zip(SPLITS, make_loaders(splits, args.batch_size, seed), strict=True))
     result = evaluate(model, loaders[args.split])
     print(
         f"{name} on {splits.name} [{args.split}]: accuracy {result.accuracy:.4f}, "

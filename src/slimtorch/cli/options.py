@@ -169,6 +169,55 @@ def threads_from_args(args: argparse.Namespace) -> int | None:
     return n
 
 
+SPLITS = ("train", "val", "test")
+
+
+def add_batch_size_option(p: argparse.ArgumentParser, default: int = 64) -> None:
+    """Add ``--batch-size N`` (samples per loader batch; no config holds it)."""
+    p.add_argument(
+        "--batch-size", type=int, default=default, help=f"batch size (default {default})"
+    )
+
+
+def add_recorded_data_options(
+    p: argparse.ArgumentParser, owner: str = "the checkpoint", batch_size: int = 64
+) -> None:
+    """Add ``--data`` and ``--seed`` (default: the ones ``owner`` records, so its test split
+    stays held out) and ``--batch-size``: the data block of commands that start from a model.
+    """
+    p.add_argument(
+        "--data",
+        default=None,
+        help=f"data source, as for train (default: the one {owner} was trained on)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"seed of the data split, and of any training (default: the one {owner} was "
+        "trained with, so its test split stays held out)",
+    )
+    add_batch_size_option(p, batch_size)
+
+
+def add_checkpoint_out_options(p: argparse.ArgumentParser) -> None:
+    """Add ``--out FOLDER`` (required; a checkpoint is written there) and ``--overwrite``
+    (checked with :func:`check_out_dir`)."""
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="FOLDER", help="output checkpoint folder"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a checkpoint already in --out (default: refuse)",
+    )
+
+
+def add_split_option(p: argparse.ArgumentParser, what: str = "which split to score") -> None:
+    """Add ``--split {train,val,test}`` (default test)."""
+    p.add_argument("--split", default="test", choices=SPLITS, help=f"{what} (default test)")
+
+
 LLM_MODEL_HELP = (
     "a .gguf file or a Hugging Face folder (default: the shipped SmolLM2-135M-Instruct)"
 )

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from slimtorch.cli.options import add_model_options, check_out_dir, model_kwargs
+from slimtorch.cli.fields import ConfigOptions
+from slimtorch.cli.options import (
+    add_batch_size_option,
+    add_checkpoint_out_options,
+    add_model_options,
+    check_out_dir,
+    model_kwargs,
+)
 from slimtorch.errors import ConfigError, first_line
+from slimtorch.train import FitConfig
+
+FIT_OPTIONS = ConfigOptions(FitConfig, group="training (FitConfig)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,20 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="digits (built in), a .npz file with x and y, a folder with one "
         "subfolder per class, or idx:IMAGES,LABELS (default digits)",
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder for the checkpoint")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--optimizer", default="adam", help="adam, adamw or sgd (default adam)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
-    p.add_argument("--scheduler", default="none", help="none or cosine (default none)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed for split, init and order (default 0)")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a checkpoint already in --out (default: refuse)",
-    )
+    add_checkpoint_out_options(p)
+    FIT_OPTIONS.add(p)
+    add_batch_size_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
     p.set_defaults(func=_cmd_train)
@@ -64,32 +62,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from slimtorch.data import load_data, make_loaders
     from slimtorch.data.record import data_record
     from slimtorch.models import ModelSpec, create_model
-    from slimtorch.train import FitConfig, evaluate, fit
+    from slimtorch.train import evaluate, fit
 
     check_out_dir(args.out, args.overwrite)
-    config = FitConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        scheduler=args.scheduler,
-        seed=args.seed,
-    )
-    splits = load_data(args.data, seed=args.seed)
+    config = FIT_OPTIONS.build(args)
+    seed = config.seed  # also splits the data and initializes the model
+    splits = load_data(args.data, seed=seed)
     kwargs = {"num_classes": splits.num_classes}
     kwargs.update(_shape_kwargs(args.model, splits.input_shape, args.data))
     kwargs.update(model_kwargs(args))
     spec = ModelSpec(name=args.model, kwargs=kwargs)
-    torch_seed(args.seed)
+    torch_seed(seed)
     model = create_model(spec.name, **spec.kwargs)  # the user named it: theirs to run
-    train_loader, val_loader, test_loader = make_loaders(splits, args.batch_size, seed=args.seed)
+    train_loader, val_loader, test_loader = make_loaders(splits, args.batch_size, seed=seed)
     check_model_takes_data(model, splits, args.data)
     report = fit(model, train_loader, val_loader, config, progress=not args.quiet, label="train")
     test = evaluate(model, test_loader)
     metrics = {
-        **data_record(args.data, args.seed, splits),  # data, seed, input_shape, num_classes
-        "epochs": args.epochs,
+        **data_record(args.data, seed, splits),  # data, seed, input_shape, num_classes
+        "epochs": config.epochs,
         "best_val_accuracy": report.best_val_accuracy,
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,

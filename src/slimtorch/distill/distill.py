@@ -58,7 +58,8 @@ class DistillConfig:
         hints: FitNets pairs ``(student module, teacher module)`` by qualified name.
         hint_weight: weight of the summed hint losses (>= 0).
         attention: attention-transfer pairs ``(student module, teacher module)``.
-        attention_weight: weight of the summed attention losses (default ``AT_BETA / 2``).
+        attention_weight: weight of the summed attention losses (>= 0); ``AT_BETA / 2`` as in
+            the authors' code.
         adapter_lr: Adam learning rate of the hint adapters.
         version: config schema version.
 
