@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from slimtorch.cli.fields import Custom
 from slimtorch.errors import ConfigError
 
 
@@ -226,3 +227,14 @@ LLM_MODEL_HELP = (
 def add_llm_model_argument(p: argparse.ArgumentParser) -> None:
     """Add the optional ``model`` positional of the ``slimtorch llm`` subcommands."""
     p.add_argument("model", nargs="?", default=None, help=LLM_MODEL_HELP)
+
+
+def checked_by_config(choices: Sequence[str]) -> Custom:
+    """A generated option naming one of ``choices`` (listed in ``--help``) that the config
+    checks: a wrong name is the config's one-line error (exit 2), not argparse's usage error.
+
+    Example:
+        >>> checked_by_config(("l1", "l2")).parse("l3")  # refused later, by the config
+        'l3'
+    """
+    return Custom(parse=str, choices=tuple(choices))

@@ -1,4 +1,9 @@
-"""``slimtorch profile``: the CLI shell around :func:`slimtorch.profile.profile_model`."""
+"""``slimtorch profile``: the CLI shell around :func:`slimtorch.profile.profile_model`.
+
+What to measure is generated from :class:`~slimtorch.profile.report.ProfileConfig`
+(``--no-latency``, ``--runs``, ``--batch-sizes`` ...); ``--sparse-layout`` from
+:class:`~slimtorch.core.size.WeightFormat`; inputs and outputs are the command's own.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,37 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from slimtorch.cli.fields import ConfigOptions
 from slimtorch.cli.options import (
     add_model_options,
     add_threads_option,
     check_input_size,
-    int_list,
+    checked_by_config,
     model_kwargs,
     parse_shape,
     threads_from_args,
 )
 from slimtorch.core.size import WeightFormat
 from slimtorch.errors import ConfigError
+from slimtorch.profile.memory import OPTIMIZER_STATES
+from slimtorch.profile.report import ProfileConfig
+
+MAX_WEIGHT_BITS = 32  # the widest float the size figure models
+
+
+PROFILE_OPTIONS = ConfigOptions(
+    ProfileConfig,
+    skip=("formats", "threads"),  # from --weight-bits/--sparse-layout; --threads is shared
+    flags={"throughput_batch_sizes": "--batch-sizes"},
+    custom={"optimizer": checked_by_config(OPTIMIZER_STATES)},
+    group="what to measure (ProfileConfig)",
+)
+WEIGHT_FORMAT_OPTIONS = ConfigOptions(
+    WeightFormat,
+    only=("sparse",),
+    flags={"sparse": "--sparse-layout"},
+    group="weight storage for the size figure (WeightFormat of every *.weight)",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a checkpoint folder (or its model.json), or package.module:factory.",
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="one or two models to profile")
+    _add_input_options(p)
+    p.add_argument("--json", type=Path, help="write the full profile as JSON here")
+    p.add_argument("--csv", type=Path, help="write the per-layer table as CSV here")
+    p.add_argument("--plot", type=Path, help="write a PNG of per-layer MACs, parameters, latency")
+    p.add_argument("--roofline-plot", type=Path, help="write a PNG roofline of the layers here")
+    PROFILE_OPTIONS.add(p)
+    _add_weight_format_options(p)
+    p.add_argument("--quiet", action="store_true", help="print nothing to the terminal")
+    add_threads_option(p, "the timings and the machine peaks")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input-shape",
         default=None,
@@ -40,58 +79,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("float32", "int64"),
         help="example input dtype: float32 (uniform [0,1)) or int64 (zeros, e.g. token ids)",
     )
-    p.add_argument("--json", type=Path, help="write the full profile as JSON here")
-    p.add_argument("--csv", type=Path, help="write the per-layer table as CSV here")
-    p.add_argument("--plot", type=Path, help="write a PNG of per-layer MACs, parameters, latency")
-    p.add_argument("--roofline-plot", type=Path, help="write a PNG roofline of the layers here")
-    p.add_argument("--no-latency", action="store_true", help="skip all timing")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
-    p.add_argument("--runs", type=int, default=30, help="timed runs (default 30)")
-    p.add_argument(
-        "--batch-sizes",
-        type=int_list,
-        default=(1, 8, 32, 128),
-        help="throughput sweep batch sizes, comma-separated (default 1,8,32,128); "
-        "empty string to skip",
-    )
-    p.add_argument(
-        "--no-roofline",
-        action="store_true",
-        help="skip measuring this machine's bandwidth and peak FLOP/s",
-    )
-    p.add_argument(
-        "--optimizer",
-        default="adam",
-        help="optimizer assumed for training memory: adam, sgd, sgd-momentum",
-    )
-    p.add_argument(
+
+
+def _add_weight_format_options(p: argparse.ArgumentParser) -> None:
+    """``--weight-bits`` (plain: its default is each tensor's own dtype, not a WeightFormat
+    field's default) and ``--sparse-layout`` (WeightFormat.sparse), in one group."""
+    g = p.add_argument_group(WEIGHT_FORMAT_OPTIONS.group)  # WEIGHT_FORMAT_OPTIONS.add fills it
+    g.add_argument(
         "--weight-bits",
         type=int,
         default=None,
         help="size every *.weight tensor as if stored at this many bits (default: its dtype)",
     )
-    p.add_argument(
-        "--sparse-layout",
-        default="auto",
-        choices=("auto", "dense", "csr", "bitmask", "relative"),
-        help="how zero weights are stored for the size figure: auto picks the smallest of "
-        "dense, csr and bitmask; relative is Deep Compression's gap coding (default auto)",
+    WEIGHT_FORMAT_OPTIONS.add(p)
+
+
+def profile_config(args: argparse.Namespace) -> ProfileConfig:
+    """The ``ProfileConfig`` the options describe."""
+    return PROFILE_OPTIONS.build(
+        args, formats=_weight_formats(args), threads=threads_from_args(args)
     )
-    p.add_argument(
-        "--act-bits",
-        type=int,
-        default=32,
-        help="activation bit width for the energy estimate (default 32)",
-    )
-    p.add_argument("--quiet", action="store_true", help="print nothing to the terminal")
-    add_threads_option(p, "the timings and the machine peaks")
-    add_model_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``slimtorch profile``."""
-    from slimtorch.profile import ProfileConfig, profile_model
+    from slimtorch.profile import profile_model
     from slimtorch.profile.output import (
         compare_table,
         print_profile,
@@ -102,17 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.models) > 2:
         raise ConfigError(f"profile: give one model, or two to compare; got {len(args.models)}")
-    config = ProfileConfig(
-        latency=not args.no_latency,
-        warmup=args.warmup,
-        runs=args.runs,
-        throughput_batch_sizes=tuple(args.batch_sizes),
-        roofline=not args.no_roofline,
-        optimizer=args.optimizer,
-        act_bits=args.act_bits,
-        formats=_weight_formats(args),
-        threads=threads_from_args(args),
-    )
+    config = profile_config(args)
     profiles = []
     for source in args.models:
         resolved = resolve_model(source, **model_kwargs(args))
@@ -137,13 +139,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _weight_formats(args: argparse.Namespace) -> dict[str, object]:
-    if args.weight_bits is None and args.sparse_layout == "auto":
-        return {}
-    bits = 32 if args.weight_bits is None else args.weight_bits
-    if not 1 <= bits <= 32:
-        raise ConfigError(f"--weight-bits must be in 1..32, got {bits}")
-    return {r".*\.weight": WeightFormat(bits=bits, sparse=args.sparse_layout)}
+def _weight_formats(args: argparse.Namespace) -> dict[str, WeightFormat]:
+    """The format of every ``*.weight`` tensor from ``--weight-bits`` / ``--sparse-layout``;
+    none when neither is given (every tensor sized at its own dtype, smallest layout)."""
+    if args.weight_bits is None:
+        fmt = WEIGHT_FORMAT_OPTIONS.build(args)
+        return {} if fmt == WeightFormat() else {r".*\.weight": fmt}
+    if not 1 <= args.weight_bits <= MAX_WEIGHT_BITS:
+        raise ConfigError(f"--weight-bits must be in 1..{MAX_WEIGHT_BITS}, got {args.weight_bits}")
+    return {r".*\.weight": WEIGHT_FORMAT_OPTIONS.build(args, bits=args.weight_bits)}
 
 
 def _write_outputs(args: argparse.Namespace, profiles: list[Any]) -> None:

@@ -1,6 +1,9 @@
 """``slimtorch prune``: the CLI shell around :func:`slimtorch.prune.engine.prune_model`.
 
-Every option maps to a :class:`~slimtorch.prune.config.PruneConfig` field of the same name.
+The pruning options are generated from :class:`~slimtorch.prune.config.PruneConfig` and, with
+``--surgery``, :class:`~slimtorch.prune.physical.SurgeryConfig` (``--sparsity``,
+``--finetune-epochs`` and ``--lr`` feed both); ``--layer``, ``--seed`` and the scan options
+are the command's own.
 """
 
 from __future__ import annotations
@@ -11,11 +14,44 @@ from typing import Any
 
 import torch
 
-from slimtorch.cli.options import add_threads_option, threads_from_args
+from slimtorch.cli.fields import ConfigOptions, Custom
+from slimtorch.cli.options import (
+    add_checkpoint_out_options,
+    add_recorded_data_options,
+    add_threads_option,
+    check_out_dir,
+    checked_by_config,
+    threads_from_args,
+)
+from slimtorch.core.granularity import format_granularity
 from slimtorch.errors import ConfigError
 from slimtorch.profile.noise import torch_threads
+from slimtorch.prune.config import ALLOCATIONS, CRITERIA, LR_SCHEDULERS, SCHEDULES, PruneConfig
+from slimtorch.prune.physical import IMPORTANCES, SurgeryConfig
 
 DEFAULT_RATIOS = "0.25,0.5,0.7,0.8,0.9,0.95"
+
+# Names and granularities reach the config as typed, so a wrong one is the config's one-line
+# error (exit 2), like a wrong number.
+PRUNE_OPTIONS = ConfigOptions(
+    PruneConfig,
+    skip=("layers", "seed"),  # --layer NAME=S (repeatable) and --seed (default: the checkpoint's)
+    custom={
+        "granularity": Custom(parse=str, text=format_granularity, metavar="GRANULARITY"),
+        "criterion": checked_by_config(CRITERIA),
+        "allocation": checked_by_config(ALLOCATIONS),
+        "schedule": checked_by_config(SCHEDULES),
+        "scheduler": checked_by_config(LR_SCHEDULERS),
+    },
+    group="pruning (PruneConfig)",
+)
+SURGERY_OPTIONS = ConfigOptions(
+    SurgeryConfig,
+    skip=("seed",),
+    flags={"ratio": "--sparsity"},
+    custom={"importance": checked_by_config(IMPORTANCES)},
+    group="channel surgery with --surgery (SurgeryConfig; --sparsity is its ratio)",
+)
 
 
 def _layer_override(text: str) -> tuple[str, float]:
@@ -45,119 +81,64 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pruned checkpoint (zeros baked in) plus prune_report.json to --out.",
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint folder (or its model.json)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument(
-        "--granularity",
-        default="element",
-        help="element, N:M (e.g. 2:4, along the input dim), vector[:AXIS], kernel, "
-        "channel (= filter) or input-channel (default element)",
-    )
-    p.add_argument(
-        "--criterion",
-        default="l1",
-        help="l1, l2, linf, random, bn_gamma, apoz, taylor, obd_fisher, obd_hutchinson, obs, "
-        "regression_lasso, regression_greedy (default l1)",
-    )
-    p.add_argument(
-        "--sparsity",
-        type=float,
-        default=0.5,
-        help="fraction of each layer's groups to remove, in [0, 1); with --sensitivity, the "
-        "overall fraction of parameters (or MACs, --target macs) to remove (default 0.5)",
-    )
-    p.add_argument(
-        "--allocation", default="uniform", help="uniform or global threshold (default uniform)"
-    )
-    p.add_argument(
+    add_checkpoint_out_options(p)
+    pruning = p.add_argument_group(PRUNE_OPTIONS.group)  # PRUNE_OPTIONS.add fills it
+    PRUNE_OPTIONS.add(p)
+    pruning.add_argument(
         "--layer",
         action="append",
         type=_layer_override,
         default=[],
         metavar="NAME=S",
-        help="per-layer sparsity by qualified name or regex (repeatable)",
+        help="per-layer sparsity by qualified name or regex (repeatable; PruneConfig.layers)",
     )
-    p.add_argument(
-        "--exclude", action="append", default=[], metavar="REGEX", help="never prune these layers"
-    )
-    p.add_argument(
-        "--schedule", default="oneshot", help="oneshot, iterative or gradual (default oneshot)"
-    )
-    p.add_argument(
-        "--iterations", type=int, default=3, help="iterative/gradual prune steps (default 3)"
-    )
-    p.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=0,
-        help="fine-tuning epochs (per round when iterative; total when gradual) (default 0)",
-    )
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (Adam)")
-    p.add_argument(
-        "--scheduler",
-        choices=("none", "cosine"),
-        default="none",
-        help="lr schedule of each fine-tuning run (cosine: annealed to 0) (default none)",
-    )
-    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches (default 8)")
-    p.add_argument("--data", default=None, help="data (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the checkpoint's)")
-    p.add_argument(
-        "--sensitivity",
-        action="store_true",
-        help="scan each layer alone at --ratios, plot sensitivity.png, and prune with the "
-        "per-layer ratios that reach --sparsity overall with the least predicted loss",
-    )
-    p.add_argument("--ratios", type=_ratios, default=_ratios(DEFAULT_RATIOS), help="ratios to scan")
-    p.add_argument(
-        "--target",
-        choices=("params", "macs"),
-        default="params",
-        help="with --sensitivity: --sparsity counts parameters or MACs (default params)",
-    )
+    add_recorded_data_options(p)
+    _add_sensitivity_options(p)
     p.add_argument(
         "--surgery",
         action="store_true",
         help="physically remove channels (a smaller dense model, traced with torch.fx): "
         "--sparsity is the fraction of channels removed from every prunable channel group",
     )
-    p.add_argument(
-        "--importance",
-        default="l1",
-        choices=("l1", "l2", "bn"),
-        help="with --surgery: rank channels by filter L1/L2 norm or BatchNorm |gamma| (default l1)",
-    )
-    p.add_argument(
-        "--round-to",
-        type=int,
-        default=1,
-        help="with --surgery: round kept channel counts up to a multiple of this (default 1)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
+    SURGERY_OPTIONS.add(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     add_threads_option(p, "fine-tuning and evaluation")
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace, seed: int) -> Any:
-    """The ``PruneConfig`` the options describe."""
-    from slimtorch.prune.config import PruneConfig
-
-    return PruneConfig(
-        granularity=args.granularity,
-        criterion=args.criterion,
-        sparsity=0.0 if args.sensitivity else args.sparsity,
-        allocation=args.allocation,
-        layers=dict(args.layer),
-        exclude=tuple(args.exclude),
-        schedule=args.schedule,
-        iterations=args.iterations,
-        finetune_epochs=args.finetune_epochs,
-        lr=args.lr,
-        scheduler=args.scheduler,
-        calib_batches=args.calib_batches,
-        seed=seed,
+def _add_sensitivity_options(p: argparse.ArgumentParser) -> None:
+    """``--sensitivity`` and the scan's ``--ratios`` / ``--target``."""
+    p.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="scan each layer alone at --ratios, plot sensitivity.png, and prune with the "
+        "per-layer ratios that reach --sparsity overall (of parameters, or MACs with --target "
+        "macs) with the least predicted loss",
     )
+    p.add_argument(
+        "--ratios",
+        type=_ratios,
+        default=_ratios(DEFAULT_RATIOS),
+        help=f"with --sensitivity: ratios to scan (default {DEFAULT_RATIOS})",
+    )
+    p.add_argument(
+        "--target",
+        choices=("params", "macs"),
+        default="params",
+        help="with --sensitivity: --sparsity counts parameters or MACs (default params)",
+    )
+
+
+def config_from_args(args: argparse.Namespace, seed: int) -> PruneConfig:
+    """The ``PruneConfig`` the options describe (with ``--sensitivity``, sparsity 0: the scan's
+    per-layer proposal is passed to ``prune_model`` instead)."""
+    sparsity = {"sparsity": 0.0} if args.sensitivity else {}
+    return PRUNE_OPTIONS.build(args, layers=dict(args.layer), seed=seed, **sparsity)
+
+
+def surgery_config_from_args(args: argparse.Namespace, seed: int) -> SurgeryConfig:
+    """The ``SurgeryConfig`` the options describe (``--surgery``)."""
+    return SURGERY_OPTIONS.build(args, seed=seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,7 +157,7 @@ def _prune(args: argparse.Namespace) -> int:
     from slimtorch.prune.engine import prune_model
     from slimtorch.prune.report import report_table, write_report_json
 
-    _check_out(args.out, args.overwrite)
+    check_out_dir(args.out, args.overwrite)
     model, spec, metrics = load_checkpoint(args.checkpoint)
     data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
     if args.surgery:
@@ -217,13 +198,6 @@ def _print_warning(warning: Any) -> None:
         print(f"warning: {warning.message()}")
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    if (out / "model.json").exists() and not overwrite:
-        raise ConfigError(f"--out {out}: already holds a checkpoint; pass --overwrite")
-
-
 def _sensitivity(model, config, args, train, val) -> dict[str, float]:
     """Scan, plot, propose; writes sensitivity.json and sensitivity.png to --out."""
     import json
@@ -246,25 +220,15 @@ def _run_surgery(args, model: Any, spec: Any, data: str, seed: int, metrics: dic
     """``--surgery``: remove channels for real, fine-tune, save a reloadable checkpoint."""
     import json
 
-    from rich.console import Console
-    from rich.table import Table
-
     from slimtorch.accuracy_check import accuracy_warning, prune_suggestions
     from slimtorch.checkpoint import save_checkpoint
     from slimtorch.data import load_data, make_loaders
     from slimtorch.data.record import check_given_data, data_record
     from slimtorch.io import atomic_write_text
-    from slimtorch.prune.physical import SurgeryConfig, surgery_prune
+    from slimtorch.prune.physical import surgery_prune
     from slimtorch.prune.surgery import pruned_spec
 
-    config = SurgeryConfig(
-        ratio=args.sparsity,
-        importance=args.importance,
-        round_to=args.round_to,
-        finetune_epochs=args.finetune_epochs,
-        lr=args.lr,
-        seed=seed,
-    )
+    config = surgery_config_from_args(args, seed)
     splits = load_data(data, seed=seed)
     check_given_data(args.data, splits, metrics, spec.kwargs, str(args.checkpoint))
     loaders = make_loaders(splits, args.batch_size, seed=seed)
@@ -285,12 +249,7 @@ def _run_surgery(args, model: Any, spec: Any, data: str, seed: int, metrics: dic
     payload.update(_warnings_json(warning))
     atomic_write_text(Path(args.out) / "prune_report.json", json.dumps(payload, indent=2) + "\n")
     if not args.quiet:
-        t = Table(title=f"channel surgery: {config.ratio:.0%} of channels removed per group")
-        for col in ("layer", "weight before", "weight after"):
-            t.add_column(col)
-        for row in report.layers:
-            t.add_row(*row)
-        Console(width=120).print(t)
+        _print_surgery_table(report, config.ratio)
     ft = "-" if final is None else f"{final:.4f}"
     print(
         f"pruned checkpoint {args.out}: params {report.params_before:,} -> "
@@ -300,3 +259,16 @@ def _run_surgery(args, model: Any, spec: Any, data: str, seed: int, metrics: dic
     )
     _print_warning(warning)
     return 0
+
+
+def _print_surgery_table(report: Any, ratio: float) -> None:
+    """Each layer's weight shape before and after channel surgery."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"channel surgery: {ratio:.0%} of channels removed per group")
+    for col in ("layer", "weight before", "weight after"):
+        t.add_column(col)
+    for row in report.layers:
+        t.add_row(*row)
+    Console(width=120).print(t)

@@ -73,7 +73,9 @@ class WeightFormat:
         group_size: Values per group; required with, and only with, ``granularity="group"``.
         scale_bits: Bits per scale.
         zero_point_bits: Bits per zero point; 0 means symmetric (no zero points).
-        sparse: Storage layout (see the module docstring); ``"auto"`` picks the smallest.
+        sparse: How zero values are stored (see the module docstring): ``"auto"`` picks the
+            smallest of dense, csr and bitmask; ``"relative"`` is Deep Compression's gap
+            coding.
         index_bits: Gap bits for ``"relative"``; column-index bits for ``"csr"`` (and the csr
             candidate of ``"auto"``). None uses the defaults in the module docstring.
 

@@ -26,6 +26,7 @@ from slimtorch.core.trace import Trace, trace_model
 from slimtorch.errors import ConfigError
 from slimtorch.profile.energy import EnergyBreakdown, estimate_energy, sum_energy
 from slimtorch.profile.memory import (
+    OPTIMIZER_STATES,
     ActivationMemory,
     TrainingMemory,
     activation_memory,
@@ -50,14 +51,19 @@ class ProfileConfig:
     """What to measure.
 
     Args:
-        latency: time the whole model (warm-up, repeated runs, median/p90/p99).
+        latency: time the model: whole-model latency (warm-up, repeated runs,
+            median/p90/p99), then per-layer latency and the throughput sweep if asked; off
+            skips all timing.
         warmup: untimed runs before timing.
         runs: timed runs for the latency figure.
-        layer_latency: also time every leaf module (hooks around each forward).
-        throughput_batch_sizes: batch sizes for the throughput sweep; empty to skip it.
-        roofline: place layers on the machine's roofline (peaks measured once and cached).
-        optimizer: optimizer assumed by the training-memory estimate ("adam", "sgd",
-            "sgd-momentum").
+        layer_latency: with ``latency``, also time every leaf module (hooks around each
+            forward).
+        throughput_batch_sizes: with ``latency``, batch sizes for the throughput sweep; empty
+            to skip it.
+        roofline: place layers on the machine's roofline (bandwidth and peak FLOP/s measured
+            once and cached).
+        optimizer: optimizer assumed by the training-memory estimate: ``adam`` (2 states per
+            parameter), ``sgd-momentum`` (1) or ``sgd`` (0).
         act_bits: bit width of activations for the energy estimate.
         formats: weight storage formats by parameter/module name or regex (first match wins);
             parameters without a match are sized at their own dtype, dense or sparse,
@@ -90,7 +96,7 @@ class ProfileConfig:
             raise ConfigError("profile: throughput batch sizes must be positive integers")
         if not 1 <= self.act_bits <= 32:
             raise ConfigError(f"profile: act_bits must be in 1..32, got {self.act_bits}")
-        if self.optimizer not in ("adam", "sgd", "sgd-momentum"):
+        if self.optimizer not in OPTIMIZER_STATES:
             raise ConfigError(
                 f"profile: optimizer must be adam, sgd or sgd-momentum, got {self.optimizer!r}"
             )

@@ -45,11 +45,13 @@ class PruneConfig:
     """How to prune: what (granularity), by which criterion, how much where, on what schedule.
 
     Attributes:
-        granularity: ``Element()``, ``NM(n, m)``, ``Vector(axis)``, ``Kernel()`` or
-            ``PerChannel(axis)`` (output filters: 0, input channels: 1), or its spelling
-            (``element``, ``2:4``, ``vector:-1``, ``kernel``, ``channel``, ``input-channel``),
-            which is parsed into the type (see :mod:`slimtorch.core.granularity`).
-        criterion: one of ``CRITERIA``.
+        granularity: what one pruned group is: ``element``, ``N:M`` (e.g. ``2:4``, along the
+            input dim), ``vector[:AXIS]``, ``kernel``, ``channel`` (output filters) or
+            ``input-channel``; the spelling is parsed into its type (``Element()``,
+            ``NM(2, 4)``, ``Vector(axis)``, ``Kernel()``, ``PerChannel(0 or 1)``; see
+            :mod:`slimtorch.core.granularity`).
+        criterion: how groups are scored, one of ``CRITERIA`` (weight norms, random,
+            BatchNorm gamma, APoZ, Taylor, OBD/OBS, input-channel regression).
         sparsity: the target fraction of each pruned layer's groups, in [0, 1) (ignored for N:M).
         allocation: ``uniform`` (every layer at ``sparsity``) or ``global`` (one threshold
             across layers on the groups' mean score, removing ``sparsity`` of all groups;

@@ -25,7 +25,8 @@ class SurgeryConfig:
 
     Args:
         ratio: fraction of channels removed from every prunable group, in [0, 1).
-        importance: how channels are ranked: "l1", "l2" (filter norms) or "bn" (|gamma|).
+        importance: how channels are ranked: ``l1``, ``l2`` (filter norms) or ``bn``
+            (BatchNorm |gamma|).
         round_to: kept channel counts are rounded up to a multiple of this (SIMD-friendly).
         finetune_epochs: fine-tuning epochs of the smaller model afterwards.
         lr: fine-tuning learning rate (Adam, cosine).
