@@ -20,7 +20,7 @@ from slimtorch.quantize.kmeans import KMeansConfig
 from slimtorch.quantize.ptq import PTQConfig
 
 # Subcommands whose options come from configs (each must have at least one generated option).
-CONFIGURED_COMMANDS = ("quantize",)
+CONFIGURED_COMMANDS = ("quantize", "train", "distill", "bench", "llm", "prune", "profile")
 
 
 def _field(cls: type, name: str) -> dataclasses.Field:
@@ -76,7 +76,8 @@ def test_options_reach_the_config() -> None:
 
 def test_help_comes_from_the_docstring() -> None:
     p = build_parser()
-    (action,) = [a for c, a in generated_actions(p) if a.option_strings == ["--calib-batches"]]
+    found = generated_actions(p)
+    (action,) = [a for c, a in found if c == "quantize" and a.option_strings == ["--calib-batches"]]
     assert action.help.startswith("calibration batches to run (default 32)")
 
 
