@@ -173,12 +173,7 @@ def benchmark(
         raise ConfigError("bench: give at least one model")
     if not 0 <= baseline < len(sources):
         raise ConfigError(f"--baseline: expected 0..{len(sources) - 1}, got {baseline}")
-    if isinstance(data, EvalData):
-        ev = data
-    elif data is None:
-        ev = eval_data_for(sources, None, split, None, baseline)
-    else:
-        ev = load_eval_data(data, split, settings.seed)
+    ev = _eval_data(sources, data, split, settings.seed, baseline)
     options = LoadOptions(tuple(ev.x.shape[1:]), ev.num_classes, dict(model_kwargs or {}))
     targets = load_targets(sources, options)
     _check_classifiers(targets)
@@ -194,6 +189,21 @@ def benchmark(
             records.append(BenchRecord(result, quality))
             advance(t.label)
     return _judge(records, division, baseline) if division else records
+
+
+def _eval_data(
+    sources: Sequence[str | BenchTarget],
+    data: str | EvalData | None,
+    split: str,
+    seed: int,
+    baseline: int,
+) -> EvalData:
+    """The given data, a data source loaded at ``seed``, or (None) what the sources record."""
+    if isinstance(data, EvalData):
+        return data
+    if data is None:
+        return eval_data_for(sources, None, split, None, baseline)
+    return load_eval_data(data, split, seed)
 
 
 def _check_classifiers(targets: Sequence[BenchTarget]) -> None:

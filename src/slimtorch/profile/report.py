@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -18,15 +18,13 @@ from torch import nn
 
 from slimtorch.core.size import (
     TensorSize,
-    WeightFormat,
     effective_parameters,
     model_size_bits,
 )
 from slimtorch.core.trace import Trace, trace_model
-from slimtorch.errors import ConfigError
+from slimtorch.profile.config import PROFILE_FORMAT_VERSION, ProfileConfig
 from slimtorch.profile.energy import EnergyBreakdown, estimate_energy, sum_energy
 from slimtorch.profile.memory import (
-    OPTIMIZER_STATES,
     ActivationMemory,
     TrainingMemory,
     activation_memory,
@@ -41,65 +39,7 @@ from slimtorch.profile.timing import (
     throughput_sweep,
 )
 
-PROFILE_FORMAT_VERSION = 1
 BITS_PER_BYTE = 8
-MAX_RUNS = 10**6  # timed runs or warm-ups: beyond this a profile runs for hours, not a figure more
-
-
-@dataclass(frozen=True)
-class ProfileConfig:
-    """What to measure.
-
-    Args:
-        latency: time the model: whole-model latency (warm-up, repeated runs,
-            median/p90/p99), then per-layer latency and the throughput sweep if asked; off
-            skips all timing.
-        warmup: untimed runs before timing.
-        runs: timed runs for the latency figure.
-        layer_latency: with ``latency``, also time every leaf module (hooks around each
-            forward).
-        throughput_batch_sizes: with ``latency``, batch sizes for the throughput sweep; empty
-            to skip it.
-        roofline: place layers on the machine's roofline (bandwidth and peak FLOP/s measured
-            once and cached).
-        optimizer: optimizer assumed by the training-memory estimate: ``adam`` (2 states per
-            parameter), ``sgd-momentum`` (1) or ``sgd`` (0).
-        act_bits: bit width of activations for the energy estimate.
-        formats: weight storage formats by parameter/module name or regex (first match wins);
-            parameters without a match are sized at their own dtype, dense or sparse,
-            whichever is smaller.
-        threads: torch intra-op threads for every timing and the machine peaks (restored
-            afterwards); None keeps torch's current setting. Recorded with each figure.
-    """
-
-    latency: bool = True
-    warmup: int = 5
-    runs: int = 30
-    layer_latency: bool = True
-    throughput_batch_sizes: tuple[int, ...] = (1, 8, 32, 128)
-    roofline: bool = True
-    optimizer: str = "adam"
-    act_bits: int = 32
-    formats: Mapping[str, WeightFormat] = field(default_factory=dict)
-    threads: int | None = None
-    version: int = PROFILE_FORMAT_VERSION
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.warmup <= MAX_RUNS and 1 <= self.runs <= MAX_RUNS):
-            raise ConfigError(
-                f"profile: runs must be in [1, {MAX_RUNS:,}] and warmup in [0, {MAX_RUNS:,}], "
-                f"got runs={self.runs}, warmup={self.warmup}"
-            )
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"profile: threads must be >= 1, got {self.threads}")
-        if any(b < 1 for b in self.throughput_batch_sizes):
-            raise ConfigError("profile: throughput batch sizes must be positive integers")
-        if not 1 <= self.act_bits <= 32:
-            raise ConfigError(f"profile: act_bits must be in 1..32, got {self.act_bits}")
-        if self.optimizer not in OPTIMIZER_STATES:
-            raise ConfigError(
-                f"profile: optimizer must be adam, sgd or sgd-momentum, got {self.optimizer!r}"
-            )
 
 
 @dataclass(frozen=True)
@@ -272,31 +212,17 @@ def profile_model(
         act = activation_memory(trace)
         train_mem = training_memory(model, example_input, optimizer=cfg.optimizer)
     sizes = model_size_bits(model, cfg.formats)
-    machine = None
-    if cfg.roofline:
-        with stage("measuring machine peaks (cached after the first quiet run)"):
-            machine = load_or_measure_machine(threads=cfg.threads)
-    latency, per_layer_s, throughput = None, {}, ()
-    if cfg.latency:
-        with stage("timing"):
-            latency, per_layer_s, throughput = _timings(model, example_input, cfg)
+    machine, latency, per_layer_s, throughput = _measured(model, example_input, cfg, stage)
     param_names = set(effective_parameters(model))
     params_only = {n: s for n, s in sizes.items() if n in param_names}
-    layers = _layer_profiles(trace, sizes, params_only, machine, per_layer_s, cfg.act_bits)
-    grouped = _sizes_by_layer(sizes, [lc.name for lc in trace.layers])
-    energy = sum_energy(
-        [_layer_energy(lc, grouped.get(lc.name, []), cfg.act_bits) for lc in trace.layers]
-    )
-    param_sizes = list(params_only.values())
+    first = _first_tensor(example_input)
     return ModelProfile(
         name=name,
-        input_shape=tuple(first.shape)
-        if (first := _first_tensor(example_input)) is not None
-        else (),
+        input_shape=tuple(first.shape) if first is not None else (),
         output_shape=trace.output_shape,
-        layers=layers,
+        layers=_layer_profiles(trace, sizes, params_only, machine, per_layer_s, cfg.act_bits),
         params=trace.total_params,
-        nonzero_params=sum(s.nonzeros for s in param_sizes),
+        nonzero_params=sum(s.nonzeros for s in params_only.values()),
         size_bits=sum(s.total_bits for s in sizes.values()),
         macs=trace.total_macs,
         effective_macs=trace.total_effective_macs,
@@ -304,11 +230,31 @@ def profile_model(
         ops=trace.total_ops,
         activation=act,
         training=train_mem,
-        energy=energy,
+        energy=_model_energy(trace, sizes, cfg.act_bits),
         latency=latency,
         throughput=throughput,
         machine=machine,
         threads=latency.threads if latency else None,
+    )
+
+
+def _measured(model: nn.Module, example_input: ExampleInput, cfg: ProfileConfig, stage: Any):
+    """``(machine peaks, latency, per-layer seconds, throughput)``, each only if asked for."""
+    machine = None
+    if cfg.roofline:
+        with stage("measuring machine peaks (cached after the first quiet run)"):
+            machine = load_or_measure_machine(threads=cfg.threads)
+    if not cfg.latency:
+        return machine, None, {}, ()
+    with stage("timing"):
+        return (machine, *_timings(model, example_input, cfg))
+
+
+def _model_energy(trace: Any, sizes: dict[str, Any], act_bits: int) -> Any:
+    """The 45 nm energy estimate summed over the traced layers."""
+    grouped = _sizes_by_layer(sizes, [lc.name for lc in trace.layers])
+    return sum_energy(
+        [_layer_energy(lc, grouped.get(lc.name, []), act_bits) for lc in trace.layers]
     )
 
 
