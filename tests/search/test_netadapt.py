@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import json
 import math
+import pickle
 from collections.abc import Iterator
 
 import pytest
@@ -28,7 +29,7 @@ from slimtorch.data import load_data, make_loaders
 from slimtorch.errors import ConfigError, ModelError
 from slimtorch.models import build_model, make_spec
 from slimtorch.profile.noise import torch_threads
-from slimtorch.prune.surgery import channel_sizes
+from slimtorch.prune.surgery import channel_sizes, prune_channels
 from slimtorch.search.netadapt import (
     NetAdaptConfig,
     NetAdaptResult,
@@ -37,6 +38,7 @@ from slimtorch.search.netadapt import (
     write_trajectory,
 )
 from slimtorch.search.netadapt_config import STOPPED
+from slimtorch.search.netadapt_state import rebuild
 from slimtorch.search.netadapt_steps import candidate_counts, largest_count
 
 X = torch.zeros(1, 1, 8, 8)
@@ -181,6 +183,34 @@ def test_the_result_is_a_real_smaller_model_that_round_trips(result, tmp_path) -
 
 def test_the_same_seed_gives_the_same_result(digits, result: NetAdaptResult) -> None:
     _same(result, _run(digits, spec=make_spec("vgg")))
+
+
+class _PicklingWorkers:
+    """What a Ray worker sees: each task gets an unpickled copy of its item (the model is not
+    the search's own object) and the search gets an unpickled copy of the result."""
+
+    def map(self, fn, items, label: str = "") -> list:
+        assert pickle.loads(pickle.dumps(fn)) is fn  # module-level: pickled by reference
+        out = []
+        for item in items:
+            with torch_threads(1):
+                out.append(pickle.loads(pickle.dumps(fn(pickle.loads(pickle.dumps(item))))))
+        return out
+
+
+def test_tasks_run_on_pickled_copies_give_the_same_result(digits, result) -> None:
+    _same(result, _run(digits, workers=_PicklingWorkers()))
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet", "lenet5"])
+def test_a_state_rebuilds_the_pruned_model(name: str) -> None:
+    original = build_model(make_spec(name)).eval()
+    small = prune_channels(original, X, ratio=0.4).eval()
+    rebuilt = rebuild(original, channel_sizes(small), small.state_dict()).eval()
+    assert channel_sizes(rebuilt) == channel_sizes(small)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), small(x))
 
 
 def test_data_loaders_give_what_the_splits_give(digits, result: NetAdaptResult) -> None:

@@ -25,6 +25,7 @@ never stopped.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from slimtorch.data import Splits
-from slimtorch.errors import ModelError
+from slimtorch.errors import ConfigError, ModelError
 from slimtorch.models import ModelSpec
 from slimtorch.prune.channel_importance import IMPORTANCE, keep_by_importance
 from slimtorch.prune.graph import ChannelGraph, ChannelGroup, trace_channels
@@ -211,7 +212,7 @@ def _start(s: _Search) -> _Run:
         _say(s, f"netadapt: resuming {s.state_path} after iteration {records[-1].iteration}")
         return _Run(model, records, head["original_latency"], head["budget"])
     model = copy.deepcopy(s.original)
-    l0 = float(s.latency(model))
+    l0 = _measured(s, model)
     task, c = s.data.task, s.config
     acc = accuracy(model, task.val_x, task.val_y, c.batch_size)
     channels = _channels(trace_channels(model, s.example_input), s.groups)
@@ -232,6 +233,8 @@ def _iterate(s: _Search, run: _Run, callbacks: Sequence[Callback]) -> str:
             return "max_iterations reached"
         record = _one_iteration(s, run)
         if record is None:
+            _say(s, "netadapt: no channel group cut alone meets this iteration's target (a "
+                 "smaller init_reduction or reduction_decay takes smaller steps)")  # fmt: skip
             return "no group meets the target"
         _save(s, run)
         _say(s, _describe(record, run))
@@ -302,13 +305,20 @@ def _choose(s: _Search, model: nn.Module, graph: ChannelGraph, group: ChannelGro
     def cost(count: int) -> float:
         keep = keep_by_importance(scores, 1 - count / group.size)
         built[count] = prune_channels(model, s.example_input, {group.name: keep}, graph=graph)
-        return float(s.latency(built[count]))
+        return _measured(s, built[count])
 
     counts = candidate_counts(group.size, s.config.min_channels, s.config.round_to)
     found = largest_count(counts, cost, target)
     if found is None:
         return None
     return _Candidate(index, group.name, found[0], found[1], built[found[0]])
+
+
+def _measured(s: _Search, model: nn.Module) -> float:
+    value = float(s.latency(model))
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"netadapt: the latency callable returned {value}; expected >= 0")
+    return value
 
 
 def _evaluate(s: _Search, candidates: list[_Candidate], iteration: int) -> list[ProposalOutcome]:

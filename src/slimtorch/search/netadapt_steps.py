@@ -267,20 +267,20 @@ def plot_trajectory(summary: dict[str, Any], path: str | Path) -> Path:
 
     from slimtorch.io import atomic_write_bytes
 
-    steps = summary["trajectory"]
+    steps, l0 = summary["trajectory"], summary["original_latency"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     tried = [p for s in steps for p in s["proposals"]]
-    ax.scatter([p["latency"] for p in tried], [p["accuracy"] for p in tried], s=12,
+    ax.scatter([p["latency"] / l0 for p in tried], [p["accuracy"] for p in tried], s=12,
                color="lightgray", label="proposals")  # fmt: skip
-    ax.plot([s["latency"] for s in steps], [s["accuracy"] for s in steps], marker="o",
+    ax.plot([s["latency"] / l0 for s in steps], [s["accuracy"] for s in steps], marker="o",
             label="chosen (short-term fine-tuned)")  # fmt: skip
     for s in steps:
-        ax.annotate(str(s["iteration"]), (s["latency"], s["accuracy"]), fontsize="x-small")
+        ax.annotate(str(s["iteration"]), (s["latency"] / l0, s["accuracy"]), fontsize="x-small")
     if summary.get("val_accuracy") is not None and summary.get("long_term_epochs"):
-        ax.scatter([steps[-1]["latency"]], [summary["val_accuracy"]], marker="*", s=120,
+        ax.scatter([steps[-1]["latency"] / l0], [summary["val_accuracy"]], marker="*", s=120,
                    color="tab:red", label="after long-term fine-tune", zorder=3)  # fmt: skip
-    ax.axvline(summary["budget"], color="gray", linestyle="--", label="budget")
-    ax.set_xlabel("latency")
+    ax.axvline(summary["budget"] / l0, color="gray", linestyle="--", label="budget")
+    ax.set_xlabel("latency / original latency")
     ax.set_ylabel("validation accuracy")
     ax.set_title("NetAdapt: accuracy against latency")
     ax.legend(fontsize="small")
