@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import Progress, TextColumn
+from rich.progress import Progress
 from torch import nn
 
 from slimtorch.errors import ConfigError, DataError
+from slimtorch.progress import log_line, progress_bar
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 SCHEDULERS: tuple[str, ...] = ("none", "cosine")
@@ -257,12 +257,6 @@ def _train_epoch(
     return total_loss / n, correct / n
 
 
-def _progress_bar(enabled: bool) -> Progress:
-    console = Console()
-    columns = (*Progress.get_default_columns(), TextColumn("{task.fields[status]}"))
-    return Progress(*columns, console=console, disable=not (enabled and console.is_terminal))
-
-
 def _rng_scope(model: nn.Module) -> AbstractContextManager[None]:
     """Fork torch's RNG (CPU, plus the model's CUDA device) so ``fit`` leaves it untouched."""
     device = _device_of(model)
@@ -283,14 +277,6 @@ def _summary(stats: EpochStats, epochs: int, label: str = "") -> str:
         f"{_epoch_name(stats.epoch, epochs, label)}: loss {stats.train_loss:.4f} "
         f"acc {stats.train_accuracy:.4f}{val} ({stats.seconds:.1f} s)"
     )
-
-
-def _log_epoch(bar: Progress, line: str) -> None:
-    """Through the bar's console on a terminal; else ``print``: no wrapping, nothing more."""
-    if bar.disable:
-        print(line, flush=True)
-        return
-    bar.console.print(line, highlight=False, markup=False)
 
 
 def _report(history: list[EpochStats]) -> FitReport:
@@ -383,12 +369,12 @@ def fit(
     """
     hooks = _Hooks(loss_fn or _cross_entropy(config.label_smoothing), after_backward, after_step)
     history: list[EpochStats] = []
-    with _rng_scope(model), _progress_bar(progress) as bar:
+    with _rng_scope(model), progress_bar(progress) as bar:
         torch.manual_seed(config.seed)
         for stats in _epochs(model, train_loader, val_loader, config, hooks, bar, label):
             history.append(stats)
             if progress:
-                _log_epoch(bar, _summary(stats, config.epochs, label))
+                log_line(bar, _summary(stats, config.epochs, label))
             if any([bool(cb(model, stats)) for cb in callbacks or ()]):
                 break
     return _report(history)
