@@ -18,8 +18,8 @@ Latency is any callable ``model -> seconds`` (the CLI passes the measured lookup
 
 After each iteration the state (current weights and sizes, trajectory) is written atomically
 to ``state_path`` (:mod:`slimtorch.search.netadapt_state`): a killed search started again with
-the same config, model and data resumes from its last finished iteration and ends as if it had
-never stopped.
+the same config (``max_iterations`` may be raised), model and data resumes from its last
+finished iteration and ends as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -139,7 +139,9 @@ def netadapt(
         latency: ``model -> latency`` (seconds for a measured or table latency; any cost
             that grows with the channel counts works, e.g. :func:`macs_cost`).
         workers: where the proposals' short-term fine-tunes run (default: in this process).
-        state_path: the resumable state file (None: no state is kept).
+        state_path: the resumable state file (None: none). An existing one resumes the
+            search; it stays after the search, so a rerun goes straight to the long-term
+            fine-tune.
         progress: progress bars and one line per iteration.
         spec: the spec ``model`` was built from; the result then carries a pruned spec.
         callbacks: ``callback(record)`` after each iteration (once its state is written);

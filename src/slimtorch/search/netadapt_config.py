@@ -20,8 +20,8 @@ from slimtorch.train import OPTIMIZERS
 NETADAPT_CONFIG_VERSION = 1
 # The resource reduction schedule of the authors' reference implementation (denru01/netadapt,
 # master.py defaults, also its MobileNet latency script): 2.5% of the original, decaying 0.96.
-PAPER_INIT_REDUCTION = 0.025
-PAPER_REDUCTION_DECAY = 0.96
+REFERENCE_INIT_REDUCTION = 0.025
+REFERENCE_REDUCTION_DECAY = 0.96
 
 Latency = Callable[[nn.Module], float]
 STOPPED = "stopped by a callback"  # a NetAdaptResult.stop_reason: no long-term fine-tune
@@ -56,9 +56,9 @@ class NetAdaptConfig:
 
     budget_ratio: float = 0.5
     budget_seconds: float | None = None
-    init_reduction: float = PAPER_INIT_REDUCTION
-    reduction_decay: float = PAPER_REDUCTION_DECAY
-    short_term_batches: int = 40
+    init_reduction: float = REFERENCE_INIT_REDUCTION
+    reduction_decay: float = REFERENCE_REDUCTION_DECAY
+    short_term_batches: int = 40  # ~2 epochs of digits (the reference code: 10 to 500 batches)
     short_term_lr: float = 1e-3
     long_term_epochs: int = 10
     long_term_lr: float = 1e-3
