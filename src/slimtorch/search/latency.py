@@ -185,6 +185,8 @@ class LatencyTable:
             raise ConfigError(f"LatencyTable.threads: expected >= 1, got {threads}")
         self.batch, self.threads = batch, threads or torch.get_num_threads()
         self.timer: Timer = timer if timer is not None else MedianTimer()
+        if getattr(self.timer, "clock", None) == "cpu" and self.threads != 1:
+            raise ConfigError(f"LatencyTable: clock 'cpu' needs 1 torch thread, not {self.threads}")
         self.fingerprint = machine_fingerprint(self.threads, self.timer)
         self.path = Path(path) if path is not None else default_table_path(self.fingerprint)
         self.autosave, self.progress = autosave, progress
@@ -325,7 +327,7 @@ class LatencyTable:
 
     def save(self) -> Path:
         """Write the table, merged with the file's current entries (ours win), atomically."""
-        on_disk = read_table(self.path, self.fingerprint)
+        on_disk = read_table(self.path, self.fingerprint, warn=False)  # warned when loaded
         on_disk.entries.update(self._contents.entries)
         on_disk.calibrations.update(self._contents.calibrations)
         self._contents = Contents(

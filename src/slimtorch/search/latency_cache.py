@@ -105,8 +105,8 @@ def _parse(text: str) -> tuple[dict[str, Any], Contents]:
     return dict(record["machine"]), Contents(entries, overhead, calibrations)
 
 
-def read_table(path: Path, fingerprint: dict[str, Any]) -> Contents:
-    """The table at ``path``: empty if missing; a warning and empty if corrupt.
+def read_table(path: Path, fingerprint: dict[str, Any], *, warn: bool = True) -> Contents:
+    """The table at ``path``: empty if missing; empty (with a warning if ``warn``) if corrupt.
 
     Raises:
         ConfigError: the file was measured for another machine fingerprint.
@@ -118,7 +118,9 @@ def read_table(path: Path, fingerprint: dict[str, Any]) -> Contents:
     try:
         machine, contents = _parse(text)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        warnings.warn(f"latency table {path} is corrupt ({exc}); rebuilding it", stacklevel=3)
+        why = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        if warn:
+            warnings.warn(f"latency table {path} is corrupt ({why}); rebuilding it", stacklevel=3)
         return Contents({}, None, {})
     if machine != fingerprint:
         diff = sorted(k for k in {*machine, *fingerprint} if machine.get(k) != fingerprint.get(k))
