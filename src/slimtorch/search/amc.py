@@ -149,7 +149,7 @@ def amc_search(
         pruned = apply_policy(model, example_input, best.counts, importance=config.importance,
                               grams=s.grams, graph=s.graph)  # fmt: skip
     return AMCResult(
-        model=pruned, best=best, history=tuple(history), sizes=s.policy(s.env.sizes),
+        model=pruned.eval(), best=best, history=tuple(history), sizes=s.policy(s.env.sizes),
         original=original, budget=s.budget, config=config,
         spec=None if spec is None else pruned_spec(spec, pruned),
     )  # fmt: skip
@@ -166,7 +166,6 @@ def _prepare(
     if (config.resource == "latency") != (latency is not None):
         need = "needs" if latency is None else "is only used with"
         raise ConfigError(f"amc_search: a latency callable {need} AMCConfig.resource='latency'")
-    model = model.eval()
     graph = trace_channels(model, example_input)
     env = AMCEnv.build(model, example_input, config.lbound, config.rbound, config.round_to, graph)
     names = tuple(x.name for x in env.layers)

@@ -186,7 +186,8 @@ def truncated_normal(
         generator: the source of the uniform draws.
 
     Returns:
-        A float64 tensor of ``mean``'s shape, every value in ``[low, high]``.
+        A float64 tensor of ``mean``'s shape, every value in ``[low, high]`` (a mean so far
+        outside the range that the range's probability underflows gives the nearest bound).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -205,7 +206,10 @@ def truncated_normal(
     u = torch.rand(mu.shape, generator=generator, dtype=torch.float64)
     z = torch.special.ndtri(cdf_lo + u * (cdf_hi - cdf_lo))
     z = torch.where(flip, -z, z)
-    return (mu + sigma * z).clamp(low, high)
+    x = mu + sigma * z
+    # a mean so far outside the range that its mass underflows: the nearest bound
+    x = torch.where(cdf_hi > cdf_lo, x, mu)
+    return x.clamp(low, high)
 
 
 class ReplayMemory:
