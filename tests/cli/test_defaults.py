@@ -20,7 +20,7 @@ from slimtorch.quantize.kmeans import KMeansConfig
 from slimtorch.quantize.ptq import PTQConfig
 
 # Subcommands whose options come from configs (each must have at least one generated option).
-CONFIGURED_COMMANDS = ("quantize", "train", "distill", "bench", "llm", "prune", "profile")
+CONFIGURED_COMMANDS = ("quantize", "train", "distill", "bench", "llm", "prune", "profile", "search")
 
 
 def _field(cls: type, name: str) -> dataclasses.Field:

@@ -32,6 +32,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.cli.llm",
     "slimtorch.cli.prune",
     "slimtorch.cli.quantize",
+    "slimtorch.cli.search",
 )
 EXIT_INTERRUPTED = 130
 
@@ -118,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from slimtorch.models.trust import trust_code_scope
 
-    command = " ".join(filter(None, (args.command, getattr(args, "llm_command", None))))
+    sub = getattr(args, "llm_command", None) or getattr(args, "search_command", None)
+    command = " ".join(filter(None, (args.command, sub)))
     try:
         check_outputs(args)
         with trust_code_scope(getattr(args, "trust_code", False)), one_line_warnings(command):

@@ -181,10 +181,11 @@ def add_batch_size_option(p: argparse.ArgumentParser, default: int = 64) -> None
 
 
 def add_recorded_data_options(
-    p: argparse.ArgumentParser, owner: str = "the checkpoint", batch_size: int = 64
+    p: argparse.ArgumentParser, owner: str = "the checkpoint", batch_size: int | None = 64
 ) -> None:
     """Add ``--data`` and ``--seed`` (default: the ones ``owner`` records, so its test split
-    stays held out) and ``--batch-size``: the data block of commands that start from a model.
+    stays held out) and ``--batch-size`` (not when ``batch_size`` is None: the command's config
+    has one): the data block of commands that start from a model.
     """
     p.add_argument(
         "--data",
@@ -198,7 +199,8 @@ def add_recorded_data_options(
         help=f"seed of the data split, and of any training (default: the one {owner} was "
         "trained with, so its test split stays held out)",
     )
-    add_batch_size_option(p, batch_size)
+    if batch_size is not None:
+        add_batch_size_option(p, batch_size)
 
 
 def add_checkpoint_out_options(p: argparse.ArgumentParser) -> None:
