@@ -19,13 +19,14 @@ from slimtorch.search.latency import LatencyTable, batched
 from slimtorch.search.latency_cache import checksum_of
 from slimtorch.search.latency_keys import module_key, walk_layers
 from slimtorch.search.latency_report import errors_markdown, prediction_errors
-from slimtorch.search.latency_timer import MedianTimer, as_timing, input_variants
+from slimtorch.search.latency_timer import MedianTimer, Overhead, Timing, as_timing, input_variants
 
 # Cost per input element, by module class ("function" for functional ops, "model" for a whole
 # model timed by LatencyTable.measure); the overhead probes cost nothing.
 WEIGHTS = {"Conv2d": 7.0, "BatchNorm2d": 3.0, "ReLU": 1.0, "MaxPool2d": 2.0, "Flatten": 0.5,
            "Linear": 5.0, "function": 1.5, "model": 100.0}  # fmt: skip
 NS = 1e-9
+FAULT_S = 1e-6
 
 
 def cost(fn: Any, args: tuple[Any, ...]) -> float:
@@ -101,8 +102,31 @@ def test_prediction_is_the_exact_sum_of_the_timer_over_the_layers(
     assert [s for _, _, s in p.layers] == expected
     assert p.layers_s == sum(expected)
     assert p.module_calls == 2  # the root Sequential and the Residual block
-    assert (p.calls_s, p.faults_s, p.rho) == (0.0, 0.0, 0.0)  # the cost model prices no probe
+    assert (p.calls_s, p.rho) == (0.0, 0.0)  # the cost model prices no probe
     assert p.seconds == p.raw_s == p.layers_s
+
+
+class FaultyTimer:
+    """``cost``, with 2 page faults per call reported for every Conv2d."""
+
+    name = "tests.faulty"
+
+    def __call__(self, fn: Any, args: tuple[Any, ...]) -> Timing:
+        faults = 2.0 if isinstance(fn, nn.Conv2d) else 0.0
+        return Timing(cost(fn, args) + faults * FAULT_S, faults=faults)
+
+
+def test_page_faults_are_taken_out_of_layer_and_model_figures(tmp_path: Path) -> None:
+    table = fresh_table(tmp_path, timer=FaultyTimer(), overhead=Overhead(0.0, FAULT_S))
+    model, x = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), torch.randn(1, 1, 6, 6)
+    p = table.breakdown(model, x)
+    assert [s for _, _, s in p.layers] == [NS * 7.0 * 36 + 2 * FAULT_S - 2 * FAULT_S,
+                                           NS * 1.0 * 32]  # fmt: skip
+    entry = table.entries[walk_layers(model, x, threads=table.threads).calls[0].key.text]
+    assert entry.faults == 2.0 and entry.seconds == NS * 7.0 * 36 + 2 * FAULT_S
+    timing = Timing(5e-6, faults=3.0)
+    assert timing.without_faults(FAULT_S) == pytest.approx(5e-6 - 3 * FAULT_S)
+    assert Timing(1e-9, faults=3.0).without_faults(FAULT_S) == 0.0  # never negative
 
 
 def test_a_configuration_is_measured_once_and_reused(tmp_path: Path) -> None:
@@ -279,8 +303,10 @@ def test_real_timer_gives_positive_finite_figures(tmp_path: Path) -> None:
     model, x = small_cnn(), torch.randn(1, 1, 8, 8)
     p = table.breakdown(model, x)
     assert all(0 < s < math.inf for _, _, s in p.layers) and len(p.layers) == 9
-    assert 0 < p.seconds < math.inf and p.faults >= 0 and p.calls_s >= 0
-    assert 0 < table.measure(model, x) < math.inf
+    assert 0 < p.seconds < math.inf and p.calls_s >= 0
+    timing = table.measure_timing(model, x)
+    assert 0 < timing.seconds < math.inf and timing.faults >= 0 and timing.samples >= 3
+    assert 0 <= table.measure(model, x) < math.inf
     overhead = table.overhead
     assert 0 <= overhead.call_s < math.inf and 0 <= overhead.fault_s < math.inf
 

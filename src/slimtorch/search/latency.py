@@ -6,15 +6,18 @@ input shapes, channels, kernel, stride, padding, groups, batch and threads), loo
 times the keys it has not seen (:class:`~slimtorch.search.latency_timer.MedianTimer`: warm-up,
 repeats, median, noise verdict), and returns
 
-    seconds = (1 + rho) * sum(layer seconds) + module_calls * call_s + faults * fault_s
+    seconds = (1 + rho) * sum(layer seconds) + module_calls * call_s
 
+- layer seconds: the median of the layer timed alone, less its page faults (the timer counts
+  them; each costs ``fault_s``, measured once per machine). glibc hands large activations
+  fresh pages when its heap shrinks and grows again, and how often it does depends on what
+  the process ran before, not on the layer: MobileNetV2 on 16x16 at batch 64 took ~4,500
+  faults per forward pass (2-3x the layers' own time) in a process that had run other models
+  before, and none in a fresh one. Predictions are of the fault-free latency;
+  :meth:`LatencyTable.measure` measures the same (``measure_timing`` gives the raw figure
+  and its faults).
 - ``module_calls * call_s``: the Python dispatch of the non-leaf modules (``Sequential``,
   residual blocks), which no layer's time contains; ``call_s`` is measured once per machine.
-- ``faults * fault_s``: the minor page faults of one forward pass, counted (not timed) on two
-  plain forward passes of the model, times the measured cost of one fault. glibc hands large
-  activations fresh pages from the kernel when its heap shrinks and grows again; a layer timed
-  alone reuses its warm buffers and never pays that. On MobileNetV2 at batch 64 (8x8) it was
-  ~950 faults per forward pass, more than the layers' own time on a loaded VM.
 - ``rho``: 0 unless the model was calibrated (:meth:`LatencyTable.calibrate`): one measurement
   of the whole model sets ``rho`` so that the formula meets it; it is kept per model
   *structure* (module names and classes, input shape, batch), so every channel-pruned variant
@@ -42,6 +45,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -75,7 +79,6 @@ from slimtorch.search.latency_timer import (
     Timer,
     Timing,
     as_timing,
-    count_faults,
     machine_fingerprint,
     measure_overhead,
 )
@@ -90,13 +93,11 @@ class Prediction:
     Attributes:
         seconds: the prediction, calibrated when the model's structure was calibrated.
         raw_s: the prediction without calibration (``rho = 0``).
-        layers_s: sum over the layer calls.
+        layers_s: sum over the layer calls (each without page faults).
         calls_s: ``module_calls * call_s``.
-        faults_s: ``faults * fault_s``.
         rho: the calibration of this structure (0 when none).
         layers: ``(call name, key text, seconds)`` per layer call, in execution order.
         module_calls: non-leaf module calls in one forward pass.
-        faults: minor page faults of one forward pass.
         measured: layer configurations timed for this prediction (not found in the table).
         noisy: any figure used was flagged noisy.
     """
@@ -105,11 +106,9 @@ class Prediction:
     raw_s: float
     layers_s: float
     calls_s: float
-    faults_s: float
     rho: float
     layers: tuple[tuple[str, str, float], ...]
     module_calls: int
-    faults: int
     measured: int
     noisy: bool
 
@@ -167,6 +166,8 @@ class LatencyTable:
             None: :class:`~.latency_timer.MedianTimer`. The overhead probes use it too.
         autosave: write the file after every prediction that measured something new.
         progress: show a progress bar while measuring new configurations.
+        overhead: the machine constants (``call_s``, ``fault_s``) to use; None: the file's,
+            else measured with ``timer`` on first use.
     """
 
     def __init__(
@@ -178,6 +179,7 @@ class LatencyTable:
         timer: Timer | None = None,
         autosave: bool = True,
         progress: bool = False,
+        overhead: Overhead | None = None,
     ) -> None:
         if not isinstance(batch, int) or batch < 1:
             raise ConfigError(f"LatencyTable.batch: expected an integer >= 1, got {batch!r}")
@@ -191,6 +193,8 @@ class LatencyTable:
         self.path = Path(path) if path is not None else default_table_path(self.fingerprint)
         self.autosave, self.progress = autosave, progress
         self._contents = read_table(self.path, self.fingerprint)
+        if overhead is not None:
+            self._contents.overhead = overhead
 
     def __len__(self) -> int:
         return len(self._contents.entries)
@@ -240,7 +244,7 @@ class LatencyTable:
         machine = watch.judge().reasons if todo else ()
         for call, t in zip(todo, timings, strict=True):
             reasons = (*t.reasons, *machine)
-            entry = Entry(t.seconds, t.samples, t.cv, bool(reasons), reasons)
+            entry = Entry(t.seconds, t.samples, t.cv, bool(reasons), reasons, t.faults)
             self._contents.entries[call.key.text] = entry
         return len(todo)
 
@@ -259,21 +263,16 @@ class LatencyTable:
         walk = walk_layers(model, inputs, threads=self.threads, known=lambda k: known(k.text))
         measured = self._measure_calls(model, inputs, walk.calls)
         over = self.overhead
-        with self._timing_scope(model, inputs):
-            faults = count_faults(functools.partial(call_model, model), (inputs,))
         entries = [self._contents.entries[c.key.text] for c in walk.calls]
-        layers = tuple(
-            (c.name, c.key.text, e.seconds) for c, e in zip(walk.calls, entries, strict=True)
-        )
-        layers_s = sum(e.seconds for e in entries)
-        calls_s, faults_s = walk.module_calls * over.call_s, faults * over.fault_s
+        seconds = [e.without_faults(over.fault_s) for e in entries]
+        layers = tuple((c.name, c.key.text, t) for c, t in zip(walk.calls, seconds, strict=True))
+        layers_s, calls_s = sum(seconds), walk.module_calls * over.call_s
         rho = self._contents.calibrations.get(structure_signature(model, inputs), 0.0)
         if measured:
             self._save()
-        raw = layers_s + calls_s + faults_s
         noisy = over.noisy or any(e.noisy for e in entries)
-        return Prediction(raw + rho * layers_s, raw, layers_s, calls_s, faults_s, rho, layers,
-                          walk.module_calls, faults, measured, noisy)  # fmt: skip
+        return Prediction(layers_s * (1 + rho) + calls_s, layers_s + calls_s, layers_s, calls_s,
+                          rho, layers, walk.module_calls, measured, noisy)  # fmt: skip
 
     def predict(self, model: nn.Module, example_input: Any) -> float:
         """Predicted seconds of one forward pass at this table's batch (see :meth:`breakdown`).
@@ -287,16 +286,18 @@ class LatencyTable:
         return self.breakdown(model, example_input).seconds
 
     def measure_timing(self, model: nn.Module, example_input: Any) -> Timing:
-        """The whole model timed by this table's timer (see :meth:`measure`)."""
+        """The whole model timed by this table's timer: the raw median, with its page faults
+        per call and the noise verdict (the timer's, and the machine's around it)."""
         inputs = batched(example_input, self.batch)
         with self._timing_scope(model, inputs), NoiseWatch(self.threads) as watch:
             timing = as_timing(self.timer(functools.partial(call_model, model), (inputs,)))
         reasons = (*timing.reasons, *watch.judge().reasons)
-        return Timing(timing.seconds, timing.samples, timing.cv, bool(reasons), reasons)
+        return dataclasses.replace(timing, noisy=bool(reasons), reasons=reasons)
 
     def measure(self, model: nn.Module, example_input: Any) -> float:
-        """Measured seconds of one forward pass at this table's batch, timed like a layer."""
-        return self.measure_timing(model, example_input).seconds
+        """Measured seconds of one forward pass at this table's batch, timed like a layer and,
+        like a layer's, without its page faults (see the module docstring)."""
+        return self.measure_timing(model, example_input).without_faults(self.overhead.fault_s)
 
     def calibrate(
         self, model: nn.Module, example_input: Any, measured_s: float | None = None
@@ -309,7 +310,8 @@ class LatencyTable:
             measured_s: its measured seconds; None measures it (:meth:`measure`).
 
         Returns:
-            ``rho = (measured - raw prediction) / layers_s``.
+            ``rho = (measured - raw prediction) / layers_s``, so that
+            ``(1 + rho) * layers_s + calls_s`` is the measurement.
         """
         measured = self.measure(model, example_input) if measured_s is None else measured_s
         p = self.breakdown(model, example_input)

@@ -5,7 +5,7 @@ Layout (``FORMAT`` version ``VERSION``)::
     {"format": "slimtorch-latency-table", "version": 1,
      "machine": {"cpu", "capability", "isa", "torch", "threads", "timer"},
      "overhead": {"call_s", "fault_s", "noisy"} or null,
-     "entries": {"<LayerKey.text>": {"seconds", "samples", "cv", "noisy", "reasons"}},
+     "entries": {"<LayerKey.text>": {"seconds", "samples", "cv", "noisy", "reasons", "faults"}},
      "calibrations": {"<structure signature>": rho},
      "checksum": "<SHA-256 of the canonical JSON of everything else>"}
 
@@ -53,23 +53,28 @@ def default_table_path(fingerprint: Mapping[str, Any]) -> Path:
 
 @dataclass(frozen=True)
 class Entry:
-    """One measured layer configuration (see :class:`~.latency_timer.Timing`)."""
+    """One measured layer configuration (the fields of :class:`~.latency_timer.Timing`)."""
 
     seconds: float
     samples: int = 0
     cv: float | None = None
     noisy: bool = False
     reasons: tuple[str, ...] = ()
+    faults: float = 0.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Entry:
         """Parse and check one entry of the JSON file (KeyError/TypeError/ValueError if bad)."""
         cv = None if d["cv"] is None else float(d["cv"])
         entry = cls(float(d["seconds"]), int(d["samples"]), cv, bool(d["noisy"]),
-                    tuple(str(r) for r in d["reasons"]))  # fmt: skip
-        if not 0 <= entry.seconds < float("inf"):
+                    tuple(str(r) for r in d["reasons"]), float(d["faults"]))  # fmt: skip
+        if not (0 <= entry.seconds < float("inf") and 0 <= entry.faults < float("inf")):
             raise ValueError(f"bad entry {dict(d)}")
         return entry
+
+    def without_faults(self, fault_s: float) -> float:
+        """``seconds`` less ``faults * fault_s`` (at least 0)."""
+        return max(0.0, self.seconds - self.faults * fault_s)
 
 
 def canonical(payload: Any) -> str:

@@ -2,15 +2,18 @@
 
 For every model and batch size :func:`prediction_errors` gives
 
-- a **base** row: the uncalibrated prediction (``rho = 0``: layers + module calls + page
-  faults) against the model timed whole with the same timer; and, with ``prune_ratio``,
+- a **base** row: the uncalibrated prediction (``rho = 0``: layers + module calls) against
+  the model timed whole by the same timer; and, with ``prune_ratio``,
 - a **pruned** row: the model with ``prune_ratio`` of every prunable channel group removed
   (:func:`~slimtorch.prune.surgery.prune_channels`), predicted uncalibrated and calibrated
   from the base model's measurement (the way a search uses the table: measure the model it
   starts from once, predict its pruned candidates), against its own measurement.
 
-``error_pct = 100 * (predicted - measured) / measured``. Timings are as trustworthy as the
-machine is quiet: every row carries the noise flags of the figures it was computed from.
+``error_pct = 100 * (predicted - measured) / measured`` with the measurement, like the
+prediction, without its page faults (see :mod:`slimtorch.search.latency`); ``raw_error_pct``
+compares with the raw median, faults and all, and ``measured_faults`` says how many there
+were per forward pass. Timings are as trustworthy as the machine is quiet: every row carries
+the noise flags of the figures it was computed from.
 
 Example:
     >>> import tempfile, torch
@@ -46,19 +49,21 @@ DEFAULT_PRUNE_RATIO = 0.5
 
 @dataclass(frozen=True)
 class ErrorRow:
-    """One model (or its pruned copy) at one batch size.
+    """One model (or its pruned copy) at one batch size; seconds, errors in percent.
 
     Attributes:
         model: the model's name.
         variant: ``"base"`` or ``"pruned <ratio>"``.
         batch: batch size.
-        predicted_s: uncalibrated prediction (seconds).
-        measured_s: the whole model timed (seconds).
+        predicted_s: uncalibrated prediction.
+        measured_s: the whole model timed, without its page faults.
         error_pct: ``100 * (predicted - measured) / measured``.
         calibrated_s: pruned rows: the prediction calibrated on the base model (else None).
         calibrated_error_pct: its error (else None).
-        layers_s, calls_s, faults_s: the parts of the uncalibrated prediction.
-        faults: minor page faults counted per forward pass.
+        raw_measured_s: the whole model's raw median, page faults included.
+        raw_error_pct: the uncalibrated prediction against it.
+        measured_faults: minor page faults per forward pass while it was timed.
+        layers_s, calls_s: the parts of the uncalibrated prediction.
         noisy: a figure used was flagged noisy.
     """
 
@@ -70,10 +75,11 @@ class ErrorRow:
     error_pct: float
     calibrated_s: float | None
     calibrated_error_pct: float | None
+    raw_measured_s: float
+    raw_error_pct: float
+    measured_faults: float
     layers_s: float
     calls_s: float
-    faults_s: float
-    faults: int
     noisy: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,13 +92,14 @@ def _error(predicted: float, measured: float) -> float:
 
 
 def _row(
-    name: str, variant: str, batch: int, p: Prediction, m: Timing, calibrated: bool
+    name: str, variant: str, table: LatencyTable, p: Prediction, m: Timing, calibrated: bool
 ) -> ErrorRow:
+    clean = m.without_faults(table.overhead.fault_s)
     cal = p.seconds if calibrated else None
     return ErrorRow(
-        name, variant, batch, p.raw_s, m.seconds, _error(p.raw_s, m.seconds), cal,
-        None if cal is None else _error(cal, m.seconds), p.layers_s, p.calls_s, p.faults_s,
-        p.faults, p.noisy or m.noisy,
+        name, variant, table.batch, p.raw_s, clean, _error(p.raw_s, clean), cal,
+        None if cal is None else _error(cal, clean), m.seconds, _error(p.raw_s, m.seconds),
+        m.faults, p.layers_s, p.calls_s, p.noisy or m.noisy,
     )  # fmt: skip
 
 
@@ -100,12 +107,12 @@ def _model_rows(
     table: LatencyTable, name: str, model: nn.Module, x: Any, prune_ratio: float | None
 ) -> list[ErrorRow]:
     base_p, base_m = table.breakdown(model, x), table.measure_timing(model, x)
-    rows = [_row(name, "base", table.batch, base_p, base_m, calibrated=False)]
+    rows = [_row(name, "base", table, base_p, base_m, calibrated=False)]
     if prune_ratio is not None:
         pruned = prune_channels(model, x, ratio=prune_ratio)
-        table.calibrate(model, x, measured_s=base_m.seconds)
+        table.calibrate(model, x, measured_s=base_m.without_faults(table.overhead.fault_s))
         p, m = table.breakdown(pruned, x), table.measure_timing(pruned, x)
-        rows.append(_row(name, f"pruned {prune_ratio:g}", table.batch, p, m, calibrated=True))
+        rows.append(_row(name, f"pruned {prune_ratio:g}", table, p, m, calibrated=True))
     return rows
 
 
@@ -156,20 +163,22 @@ def errors_markdown(rows: Sequence[ErrorRow]) -> str:
     """The rows as a Markdown table (microseconds; ``*`` marks a noisy row).
 
     Example:
-        >>> row = ErrorRow("m", "base", 1, 2e-6, 2e-6, 0.0, None, None, 2e-6, 0.0, 0.0, 0, False)
+        >>> row = ErrorRow("m", "base", 1, 2e-6, 2e-6, 0.0, None, None, 3e-6, -33.3, 1.0,
+        ...                2e-6, 0.0, False)
         >>> errors_markdown([row]).splitlines()[2]
-        '| m | base | 1 | 2.0 | 2.0 | +0.0% |  |  | 0 |  |'
+        '| m | base | 1 | 2.0 | 2.0 | +0.0% |  |  | 3.0 | -33.3% | 1 |  |'
     """
     lines = [
         "| model | variant | batch | predicted us | measured us | error | calibrated us "
-        "| calibrated error | faults | noisy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| calibrated error | raw measured us | raw error | faults | noisy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cal = "" if r.calibrated_s is None else f"{r.calibrated_s * 1e6:.1f}"
         lines.append(
             f"| {r.model} | {r.variant} | {r.batch} | {r.predicted_s * 1e6:.1f} | "
             f"{r.measured_s * 1e6:.1f} | {_pct(r.error_pct)} | {cal} | "
-            f"{_pct(r.calibrated_error_pct)} | {r.faults} | {'*' if r.noisy else ''} |"
+            f"{_pct(r.calibrated_error_pct)} | {r.raw_measured_s * 1e6:.1f} | "
+            f"{_pct(r.raw_error_pct)} | {r.measured_faults:.0f} | {'*' if r.noisy else ''} |"
         )
     return "\n".join(lines)

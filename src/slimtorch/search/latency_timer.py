@@ -1,25 +1,31 @@
 """How a latency table times things on this machine: one layer, the overhead probes, the machine.
 
-- :class:`MedianTimer` times one call ``fn(*args)``: ``warmup`` untimed calls, then samples
-  until it has at least ``repeats`` of them and ``min_seconds`` of timed work (at most
-  ``max_seconds``); each sample times enough back-to-back calls to last ``sample_seconds`` (so
-  the clock's own cost stays below 1% even for a 1 us layer) and the figure is the median
-  per-call time. Calls cycle through ``variants`` copies of the inputs, each floating tensor's
-  elements rotated by a different offset: the same values, in another order, so the branch
-  predictor cannot learn one input's pattern (a max pool timed on one repeated input ran up to
-  2x faster than inside its model). Each call keeps the previous call's output alive until it
-  returns, as a ``Sequential`` keeps a layer's input alive while the next output is allocated,
-  so the allocator hands out alternating buffers, not the one just freed. The spread of the
-  samples is judged by :func:`slimtorch.profile.noise.judge_noise` (``noisy`` above CV 0.25).
-  ``clock="cpu"`` reads this thread's CPU time instead of the wall clock: immune to other
-  processes taking the core, valid with one torch thread only (with more, work runs on
-  threads it does not see).
-- :func:`measure_overhead` measures the two machine constants of the per-model overhead:
-  ``call_s``, one call of a non-leaf module (a ``Sequential`` around an ``Identity`` less the
-  ``Identity``), and ``fault_s``, one minor page fault (writing one byte per page of a fresh
-  anonymous mapping, less the same writes to pages already mapped, over the faults counted).
-- :func:`count_faults` counts the minor page faults of one call (the fewest of a few calls,
-  after one warm-up). A count, not a time: other processes do not change it.
+- :class:`MedianTimer` times one call ``fn(*args)``: ``warmup`` untimed calls (and at least
+  ``warmup_seconds``: the first calls in a process are slow), then samples until it has at
+  least ``repeats`` of them and ``min_seconds`` of timed work (at most ``max_seconds``). Each
+  sample times enough back-to-back calls to last ``sample_seconds`` (the clock's own cost
+  stays below 1% even for a 1 us layer); the figure is the median per-call time.
+
+  - Calls cycle through ``variants`` copies of the inputs, each floating tensor's elements
+    rotated by another offset: the same values in another order, so the branch predictor
+    cannot learn one input's pattern (a max pool timed on one repeated input ran up to 2x
+    faster than inside its model).
+  - Each call keeps the previous call's output alive until it returns, as a ``Sequential``
+    keeps a layer's input alive while the next output is allocated.
+  - The minor page faults of each sample are counted (outside the timed window); the median
+    per call comes with the figure, so that it can be taken without them
+    (:meth:`Timing.without_faults`): how often glibc returns heap pages to the kernel and
+    faults them in again depends on what the process ran before, not on the layer.
+  - The spread of the samples is judged by :func:`slimtorch.profile.noise.judge_noise`
+    (``noisy`` above CV 0.25).
+  - ``clock="cpu"`` reads this thread's CPU time instead of the wall clock: immune to other
+    processes taking the core, valid with one torch thread only (with more, work runs on
+    threads it does not see).
+
+- :func:`measure_overhead` measures the two machine constants: ``call_s``, one call of a
+  non-leaf module (a ``Sequential`` around an ``Identity`` less the ``Identity``), and
+  ``fault_s``, one minor page fault (writing one byte per page of a fresh anonymous mapping,
+  less the same writes to pages already mapped, over the faults counted).
 - :func:`machine_fingerprint` names what a table's figures depend on: CPU model, torch's CPU
   capability (the kernels it dispatches to), a hash of the CPU's ISA flags, torch version,
   threads and the timer.
@@ -37,7 +43,7 @@ import itertools
 import math
 import mmap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +64,8 @@ except ImportError:  # pragma: no cover - Windows
 
 CLOCKS = ("wall", "cpu")
 FAULT_PROBE_BYTES = 4 * 2**20  # a fresh 4 MiB mapping: 1024 faults of 4 KiB pages
-FAULT_COUNT_RUNS = 2
+FAULT_COUNT_WARMUP = 2  # the allocator's thresholds settle in the first calls
+FAULT_COUNT_RUNS = 5
 _CPUINFO = Path("/proc/cpuinfo")
 _FLAG_KEYS = ("flags", "Features")  # x86, ARM
 ISA_HASH_CHARS = 16
@@ -76,6 +83,7 @@ class Timing:
         cv: coefficient of variation of the samples (None when not judged).
         noisy: the figure was flagged (see :mod:`slimtorch.profile.noise`).
         reasons: one line per rule that fired.
+        faults: minor page faults per call (the median over the samples; 0 when unknown).
     """
 
     seconds: float
@@ -83,6 +91,16 @@ class Timing:
     cv: float | None = None
     noisy: bool = False
     reasons: tuple[str, ...] = ()
+    faults: float = 0.0
+
+    def without_faults(self, fault_s: float) -> float:
+        """``seconds`` less ``faults * fault_s`` (at least 0): the time without page faults.
+
+        Example:
+            >>> Timing(5.0, faults=2.0).without_faults(1.0)
+            3.0
+        """
+        return max(0.0, self.seconds - self.faults * fault_s)
 
 
 def as_timing(value: float | Timing) -> Timing:
@@ -105,7 +123,9 @@ class MedianTimer:
     """Median per-call time of ``fn(*args)`` (see the module docstring).
 
     Attributes:
-        warmup: untimed calls first.
+        warmup: untimed calls first (at least; see ``warmup_seconds``).
+        warmup_seconds: warm up for at least this long (the first calls in a process are
+            slow: lazy initialization, cold caches).
         repeats: at least this many timed samples.
         min_seconds: keep sampling until this much timed work (and ``repeats``).
         max_seconds: stop sampling after this long (``repeats`` samples are always taken).
@@ -116,6 +136,7 @@ class MedianTimer:
     """
 
     warmup: int = 3
+    warmup_seconds: float = 0.01
     repeats: int = 15
     min_seconds: float = 0.02
     max_seconds: float = 2.0
@@ -127,7 +148,9 @@ class MedianTimer:
     def __post_init__(self) -> None:
         if min(self.warmup, self.repeats, self.variants) < 1:
             raise ConfigError(f"MedianTimer: warmup, repeats, variants must be >= 1: {self}")
-        if min(self.min_seconds, self.sample_seconds) < 0 or self.max_seconds <= 0:
+        if min(self.min_seconds, self.sample_seconds, self.warmup_seconds) < 0 or (
+            self.max_seconds <= 0
+        ):
             raise ConfigError(f"MedianTimer: seconds must be >= 0 (max_seconds > 0): {self}")
         if self.clock not in CLOCKS:
             raise ConfigError(f"MedianTimer.clock: expected one of {CLOCKS}, got {self.clock!r}")
@@ -143,28 +166,46 @@ class MedianTimer:
         if self.clock == "cpu" and threads != 1:
             raise ConfigError(f"MedianTimer: clock 'cpu' needs 1 torch thread, not {threads}")
         clock = time.thread_time_ns if self.clock == "cpu" else time.perf_counter_ns
-        inputs = input_variants(args, self.variants)
-        turn = itertools.cycle(inputs)
-        start = clock()
+        turn = itertools.cycle(input_variants(args, self.variants))
+        calls = self._warm_up(fn, turn, clock)
+        samples, faults = self._sample(fn, turn, clock, calls)
+        noise = judge_noise(samples, threads, len(usable_cpus()))
+        return Timing(float(np.median(samples)), len(samples), noise.cv, noise.noisy,
+                      noise.reasons, float(np.median(faults)))  # fmt: skip
+
+    def _warm_up(self, fn: Callable[..., Any], turn: Iterator, clock: Callable[[], int]) -> int:
+        """Warm up; returns how many calls one sample should time."""
+        done, start = 0, clock()
         out = None
-        for _ in range(self.warmup):
+        while done < self.warmup or clock() - start < self.warmup_seconds * 1e9:
             out = fn(*next(turn))  # the previous output lives until the call returns
-        per_call = max(clock() - start, 1) / self.warmup
-        calls = max(1, math.ceil(self.sample_seconds * 1e9 / per_call))
+            done += 1
+        per_call = max(clock() - start, 1) / done
+        del out
+        return max(1, math.ceil(self.sample_seconds * 1e9 / per_call))
+
+    def _sample(
+        self, fn: Callable[..., Any], turn: Iterator, clock: Callable[[], int], calls: int
+    ) -> tuple[list[float], list[float]]:
+        """Per-call seconds and page faults of each sample."""
         samples: list[float] = []
+        faults: list[float] = []
         spent, deadline = 0, time.perf_counter_ns() + self.max_seconds * 1e9
+        out = None
         while len(samples) < self.repeats or (
             spent < self.min_seconds * 1e9 and time.perf_counter_ns() < deadline
         ):
+            before = minor_faults()
             t0 = clock()
             for _ in range(calls):
                 out = fn(*next(turn))
             elapsed = clock() - t0
+            after = minor_faults()
             spent += elapsed
             samples.append(elapsed / calls / 1e9)
+            faults.append(0.0 if before is None else (after - before) / calls)  # type: ignore[operator]
         del out
-        noise = judge_noise(samples, threads, len(usable_cpus()))
-        return Timing(float(np.median(samples)), len(samples), noise.cv, noise.noisy, noise.reasons)
+        return samples, faults
 
 
 def _rotated(value: Any, k: int, count: int) -> Any:
@@ -208,10 +249,16 @@ def minor_faults() -> int | None:
 
 
 def count_faults(
-    fn: Callable[..., Any], args: tuple[Any, ...], runs: int = FAULT_COUNT_RUNS
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    runs: int = FAULT_COUNT_RUNS,
+    warmup: int = FAULT_COUNT_WARMUP,
 ) -> int:
-    """Minor page faults of one ``fn(*args)``: the fewest over ``runs`` calls after a warm-up.
+    """Minor page faults of one ``fn(*args)``: the median over ``runs`` calls after ``warmup``.
 
+    glibc's heap thresholds move with the largest blocks freed so far, so the count depends on
+    what the process ran before; after a few calls of the same function it is mostly steady,
+    with an occasional call that trims and regrows the heap (the median ignores those).
     Returns 0 where faults cannot be counted.
 
     Example:
@@ -220,14 +267,16 @@ def count_faults(
     """
     if minor_faults() is None:  # pragma: no cover - Windows
         return 0
-    out = fn(*args)
+    out = None
+    for _ in range(warmup):
+        out = fn(*args)
     counts = []
     for _ in range(runs):
         before = minor_faults()
         out = fn(*args)
         counts.append(minor_faults() - before)  # type: ignore[operator]
     del out
-    return max(0, min(counts))
+    return max(0, int(np.median(counts)))
 
 
 def _touch(buffer: mmap.mmap) -> None:
