@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from slimtorch.compress.job import run_pipeline
 from slimtorch.compress.recipe import parse_recipe
@@ -107,7 +108,8 @@ def test_linear_stage_writes_each_layers_fake_quantized_weight(granularity: str)
 
 def test_every_kind_is_registered_with_its_config_and_runner(tmp_path) -> None:
     assert set(STAGES) == {
-        "prune", "finetune", "kmeans", "linear", "finetune_centroids", "bias_kmeans", "encode",
+        "netadapt", "amc", "prune", "finetune", "kmeans", "linear", "finetune_centroids",
+        "bias_kmeans", "encode",
     }  # fmt: skip
     spec = make_spec("lenet300", image_size=4)
     recipe = parse_recipe('[[stage]]\nkind = "encode"\n')
@@ -118,3 +120,41 @@ def test_every_kind_is_registered_with_its_config_and_runner(tmp_path) -> None:
         build_model(spec), spec, recipe, (data, data, data), tmp_path / "m.slim", progress=False
     )
     assert result.file.path == tmp_path / "m.slim" and result.records[-1].exact_file
+
+
+def _macs(model: torch.nn.Module, size: int) -> int:
+    from slimtorch.core.trace import trace_model
+
+    return trace_model(model.eval(), torch.zeros(1, 1, size, size)).total_macs
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        'kind = "netadapt"\ncost = "macs"\nbudget_ratio = 0.6\ninit_reduction = 0.15\n'
+        "short_term_batches = 1\nlong_term_epochs = 0",
+        'kind = "amc"\nbudget_ratio = 0.5\nepisodes = 4\nwarmup = 2',
+    ],
+)
+def test_search_stages_replace_the_model_within_the_mac_budget(tmp_path, stage: str) -> None:
+    spec = make_spec("vgg", image_size=8)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    original = _macs(model, 8)
+    text = f'[[stage]]\n{stage}\n[[stage]]\nkind = "kmeans"\nbits = 4\n'
+    text += '[[stage]]\nkind = "encode"\n'
+    x = torch.cat([b[0] for b in _data(size=8)])
+    y = torch.cat([b[1] for b in _data(size=8)])
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)  # the searches take DataLoaders
+    recipe = parse_recipe(text, "s.toml")
+    loaders = (loader, loader, loader)
+    result = run_pipeline(model, spec, recipe, loaders, tmp_path / "m.slim", progress=False)
+    budget = 0.6 if "netadapt" in stage else 0.5
+    assert _macs(dense_model(result.model, result.spec), 8) <= budget * original
+    assert result.spec.name == "slimtorch.prune.surgery:build_pruned"
+
+
+def test_a_search_stage_after_pruning_is_refused() -> None:
+    text = '[[stage]]\nkind = "prune"\n[[stage]]\nkind = "amc"\n'
+    with pytest.raises(ConfigError, match="search stage comes before pruning"):
+        parse_recipe(text, "s.toml")

@@ -5,7 +5,8 @@ an ordinary, smaller checkpoint into ``--out`` (``model.safetensors`` + ``model.
 every other command loads) plus the search's record: ``netadapt.json`` / ``netadapt.png``
 (accuracy against latency per iteration) or ``amc.json`` / ``amc_rewards.png`` (the reward
 curve). Latency comes from the measured lookup table of this machine
-(:class:`~slimtorch.search.latency.LatencyTable`, cached per machine) unless ``--cost macs``.
+(:class:`~slimtorch.search.latency.LatencyTable`, cached per machine) at ``--latency-batch``,
+unless NetAdapt's ``--cost macs`` / AMC's ``--resource macs``.
 The search options are generated from :class:`~slimtorch.search.netadapt.NetAdaptConfig` and
 :class:`~slimtorch.search.amc_config.AMCConfig`; ``--workers``/``--address`` run candidate
 evaluations on Ray (the ``search`` extra).
@@ -26,16 +27,17 @@ from slimtorch.cli.options import (
     checked_by_config,
     threads_from_args,
 )
-from slimtorch.errors import ConfigError
 from slimtorch.profile.noise import torch_threads
 from slimtorch.search.amc_config import AMCConfig
-from slimtorch.search.netadapt_config import NetAdaptConfig
+from slimtorch.search.netadapt_config import COSTS, NetAdaptConfig
 
-COSTS = ("latency", "macs")
 NETADAPT_OPTIONS = ConfigOptions(
     NetAdaptConfig,
     skip=("seed",),
-    custom={"importance": checked_by_config(("l1", "l2", "bn"))},
+    custom={
+        "importance": checked_by_config(("l1", "l2", "bn")),
+        "cost": checked_by_config(COSTS),
+    },
     group="NetAdapt (NetAdaptConfig)",
 )
 AMC_OPTIONS = ConfigOptions(
@@ -87,25 +89,12 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     add_checkpoint_out_options(p)
     add_recorded_data_options(p, batch_size=None)
     p.add_argument("--search-seed", type=int, default=0, help="seed of the search (default 0)")
-    g = p.add_argument_group("cost model and workers")
-    g.add_argument(
-        "--cost",
-        choices=COSTS,
-        default="latency",
-        help="what the budget counts: latency from this machine's measured lookup table, or "
-        "MACs (deterministic; for AMC the config's --resource decides) (default latency)",
-    )
+    g = p.add_argument_group("latency table and workers")
     g.add_argument(
         "--latency-table",
         type=Path,
         default=None,
-        help="lookup-table file (default: this machine's cache)",
-    )
-    g.add_argument(
-        "--latency-batch",
-        type=int,
-        default=1,
-        help="batch size the latency budget is for (default 1)",
+        help="lookup-table file of measured layer latencies (default: this machine's cache)",
     )
     g.add_argument(
         "--workers",
@@ -152,25 +141,24 @@ def _setup(args: argparse.Namespace, method: str) -> dict[str, Any]:
     }
 
 
-def _latency(args: argparse.Namespace, example: Any) -> Any:
-    """``model -> seconds`` from this machine's lookup table at ``--latency-batch``."""
-    from slimtorch.search.latency import LatencyTable
+def _cost(args: argparse.Namespace, kind: str, s: dict[str, Any], batch: int) -> Any:
+    """``model -> cost`` for the budget (this machine's lookup table, calibrated on the
+    starting model, or MACs)."""
+    from slimtorch.search.cost import budget_cost
 
-    if args.latency_batch < 1:
-        raise ConfigError(f"--latency-batch: expected >= 1, got {args.latency_batch}")
-    table = LatencyTable(args.latency_table, batch=args.latency_batch, progress=True)
-    return lambda model: table.predict(model, example)
+    example, model = s["example"], s["model"]
+    return budget_cost(kind, example, batch, args.latency_table, True, calibrate_on=model)
 
 
 def run_netadapt(args: argparse.Namespace) -> int:
     """Run ``slimtorch search netadapt``."""
     from slimtorch.search.netadapt import netadapt
-    from slimtorch.search.netadapt_steps import macs_cost, write_trajectory
+    from slimtorch.search.netadapt_steps import write_trajectory
 
     with torch_threads(threads_from_args(args)):
         s = _setup(args, "netadapt")
         config = NETADAPT_OPTIONS.build(args, seed=args.search_seed)
-        cost = _latency(args, s["example"]) if args.cost == "latency" else macs_cost(s["example"])
+        cost = _cost(args, config.cost, s, config.latency_batch)
         result = netadapt(
             s["model"],
             s["splits"],
@@ -184,7 +172,7 @@ def run_netadapt(args: argparse.Namespace) -> int:
         write_trajectory(result, args.out)
         summary = {
             "method": "netadapt",
-            "cost": args.cost,
+            "cost": config.cost,
             "stop_reason": result.stop_reason,
             "latency_ratio": result.trajectory[-1].latency / result.original_latency,
             "val_accuracy": result.val_accuracy,
@@ -204,7 +192,9 @@ def run_amc(args: argparse.Namespace) -> int:
         if args.mode == "accuracy":
             overrides["budget_ratio"] = None  # accuracy-guaranteed AMC has no budget
         config = AMC_OPTIONS.build(args, **overrides)
-        latency = _latency(args, s["example"]) if config.resource == "latency" else None
+        latency = None
+        if config.resource == "latency":
+            latency = _cost(args, "latency", s, config.latency_batch)
         result = amc_search(
             s["model"],
             s["splits"],

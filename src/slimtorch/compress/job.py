@@ -128,9 +128,9 @@ def run_pipeline(
         elapsed = time.perf_counter() - start
         records.append(measure(state, i, stage.kind, loaders, original, elapsed, threads))
         _emit(on_stage, records[-1])
-    final = dense_model(state.model, spec)
+    final = dense_model(state.model, state.spec)  # a search stage may have replaced the spec
     return PipelineResult(
-        tuple(records), final, spec, state.masks, state.qbits, state.file,
+        tuple(records), final, state.spec, state.masks, state.qbits, state.file,
         dict(state.histogram), original, state.huffman.codebook_dtype,
     )  # fmt: skip
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from slimtorch.compress.configs import ModelSection
-from slimtorch.compress.stages import QUANTIZE_KINDS, STAGES
+from slimtorch.compress.stages import QUANTIZE_KINDS, SEARCH_KINDS, STAGES
 from slimtorch.core.granularity import GRANULARITY_TYPES, format_granularity
 from slimtorch.distill import DistillConfig
 from slimtorch.errors import ConfigError
@@ -145,6 +145,10 @@ def _check_order(stages: tuple[Stage, ...], source: str) -> None:
         where = f"{source}: stage {i} ({s.kind})"
         if s.kind == "encode" and i != len(stages) - 1:
             raise ConfigError(f"{where}: encode must be the last stage")
+        if s.kind in SEARCH_KINDS and any(
+            t.kind not in ("finetune", *SEARCH_KINDS) for t in stages[:i]
+        ):
+            raise ConfigError(f"{where}: a search stage comes before pruning and quantization")
         if s.kind in ("prune", "finetune") and quantized:
             raise ConfigError(
                 f"{where}: comes after quantization (stage {quantized}); prune and fine-tune first"

@@ -76,6 +76,8 @@ class AMCConfig:
         calib_samples: training samples whose layer inputs the reconstruction fits.
         round_to: channel counts are multiples of this (or the whole group).
         seed: seeds the agent and the validation subset.
+        latency_batch: the batch size a latency resource is measured at (when the command line
+            or a recipe builds the latency from this machine's lookup table).
         version: schema version.
     """
 
@@ -105,6 +107,7 @@ class AMCConfig:
     calib_samples: int = 256
     round_to: int = 1
     seed: int = 0
+    latency_batch: int = 1
     version: int = AMC_CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -168,6 +171,7 @@ def _checks(c: AMCConfig) -> list[tuple[str, bool, str]]:
         ("reconstruct", isinstance(c.reconstruct, bool), "true or false"),
         ("calib_samples", _is_int(c.calib_samples, 1), "an int >= 1"),
         ("round_to", _is_int(c.round_to, 1), "an int >= 1"),
+        ("latency_batch", _is_int(c.latency_batch, 1), "an int >= 1"),
         ("seed", _is_int(c.seed), "an int >= 0"),
     ]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from torch import nn
@@ -24,6 +24,7 @@ REFERENCE_INIT_REDUCTION = 0.025
 REFERENCE_REDUCTION_DECAY = 0.96
 
 Latency = Callable[[nn.Module], float]
+COSTS: tuple[str, ...] = ("latency", "macs")  # what a budget counts (NetAdaptConfig.cost)
 STOPPED = "stopped by a callback"  # a NetAdaptResult.stop_reason: no long-term fine-tune
 
 
@@ -52,6 +53,10 @@ class NetAdaptConfig:
         seed: seeds the validation subset and every proposal's fine-tune.
         max_iterations: stop after this many iterations even above the budget (a resumed
             search may raise it).
+        cost: what the budget counts when the command line or a recipe runs the search:
+            latency (this machine's measured lookup table) or macs. The Python API takes the
+            cost as its ``latency`` callable instead.
+        latency_batch: the batch size the latency cost is measured at.
     """
 
     budget_ratio: float = 0.5
@@ -70,6 +75,8 @@ class NetAdaptConfig:
     round_to: int = 1
     seed: int = 0
     max_iterations: int = 100
+    cost: str = field(default="latency", metadata={"choices": COSTS})
+    latency_batch: int = 1
 
     def __post_init__(self) -> None:
         for name, ok, expected in _checks(self):
@@ -116,6 +123,8 @@ def _checks(c: NetAdaptConfig) -> list[tuple[str, bool, str]]:
         ("long_term_lr", _is_real(c.long_term_lr, 0, math.inf), "a number > 0"),
         ("optimizer", c.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
         ("batch_size", _is_int(c.batch_size, 1), "an int >= 1"),
+        ("cost", c.cost in COSTS, f"one of {', '.join(COSTS)}"),
+        ("latency_batch", _is_int(c.latency_batch, 1), "an int >= 1"),
         ("val_samples", _is_int(c.val_samples), "an int >= 0"),
         ("importance", c.importance in IMPORTANCE, f"one of {', '.join(IMPORTANCE)}"),
         ("min_channels", _is_int(c.min_channels, 1), "an int >= 1"),

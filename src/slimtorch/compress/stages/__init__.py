@@ -5,8 +5,8 @@ Every kind pairs the config dataclass its ``[[stage]]`` table parses into with a
 file). A new kind is a module with a ``run`` and one row in the table.
 
 Example:
-    >>> list(STAGES)
-    ['prune', 'finetune', 'kmeans', 'linear', 'finetune_centroids', 'bias_kmeans', 'encode']
+    >>> list(STAGES)[:6]
+    ['netadapt', 'amc', 'prune', 'finetune', 'kmeans', 'linear']
     >>> STAGES["kmeans"].config.__name__
     'KMeansConfig'
 """
@@ -31,10 +31,13 @@ from slimtorch.compress.stages import (
     kmeans,
     linear,
     prune,
+    search,
 )
 from slimtorch.compress.state import StageContext
 from slimtorch.prune import PruneConfig
 from slimtorch.quantize.kmeans import KMeansConfig
+from slimtorch.search.amc_config import AMCConfig
+from slimtorch.search.netadapt_config import NetAdaptConfig
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class StageKind:
 
 
 STAGES: dict[str, StageKind] = {
+    "netadapt": StageKind(NetAdaptConfig, search.run_netadapt),
+    "amc": StageKind(AMCConfig, search.run_amc),
     "prune": StageKind(PruneConfig, prune.run),
     "finetune": StageKind(FinetuneConfig, finetune.run),
     "kmeans": StageKind(KMeansConfig, kmeans.run),
@@ -55,3 +60,4 @@ STAGES: dict[str, StageKind] = {
     "encode": StageKind(HuffmanConfig, encode.run),
 }
 QUANTIZE_KINDS = ("kmeans", "linear")  # a model is quantized once, by one of these
+SEARCH_KINDS = ("netadapt", "amc")  # replace the model: before any mask or quantization
