@@ -12,12 +12,13 @@ reference's integers within one step (float vs fixed-point rounding; an average 
 rounded values). Engine choice is scoped: ``torch.backends.quantized.engine`` is set while
 building and running, then restored.
 
-Pooled segments. torch's int8 layers output uint8 only, so before an average pool the layer's
-output is requantized to the next layer's grid, where the reference sums exact int32 and clips
-only the average: a pool input beyond 0..255 is clipped early and the average can be off by
-many steps (32 on VGG's global pool, 8-bit activations). So a sample with a pool input at an end
-of the uint8 grid (255; 0 too where no ReLU makes 0 a real zero) is recomputed on the exact
-reference kernels; the other samples keep the engine's result.
+Pooled segments. torch's int8 layers output uint8 only, so before an average pool the engine
+would requantize the layer's output to the next layer's grid, where the reference sums exact
+int32 and clips only the average: a pool input beyond 0..255 would be clipped early and the
+average off by many steps (32 on VGG's global pool with 8-bit activations). A segment with an
+average pool therefore runs on the exact integer kernels, which sum the integer products with
+torch's float kernels where that is exact (:mod:`~slimtorch.quantize.intkernels`), so it gives
+the reference integers at about the cost of a float layer.
 
 Saturation. Without VNNI (AVX2, AVX-512 without VNNI) these kernels multiply uint8 by int8 with
 ``vpmaddubsw``, which adds products in pairs into int16 with saturation: full-range activations
@@ -206,45 +207,27 @@ def _next_input(steps, i: int) -> tuple[float, int]:
     raise ModelError("integer program: no layer after a requantize step")
 
 
-class _PooledSegment(nn.Module):
-    """A segment with an average pool: the engine, but exact for samples clipped before the pool.
+class _ExactSegment(nn.Module):
+    """A segment with an average pool, run on the exact integer kernels (see "Pooled segments"
+    in the module docstring); ``steps`` runs from its layer to its requantize, whose output is
+    on the next layer's grid (``scale``, ``zero``)."""
 
-    ``head`` runs up to the pool, ``tail`` from it; ``steps`` (layer .. requantize) is for the
-    reference kernels; ``floor_clips``: a 0 before the pool may be a clipped negative.
-    """
-
-    def __init__(self, head: list[nn.Module], tail: list[nn.Module], steps, floor_clips: bool):
+    def __init__(self, steps, scale: float, zero: int) -> None:
         super().__init__()
-        self.head, self.tail = nn.Sequential(*head), nn.Sequential(*tail)
-        self.steps, self.floor_clips = steps, floor_clips
-
-    def clipped(self, pooled_input: Tensor) -> Tensor:
-        """Per sample: whether a pool input sits at an end of the uint8 grid (may be clipped)."""
-        q = pooled_input.int_repr()
-        at_end = q == UINT8_RANGE[1]
-        if self.floor_clips:
-            at_end |= q == UINT8_RANGE[0]
-        return at_end.flatten(1).any(1)
+        self.steps, self.scale, self.zero = steps, scale, zero
 
     def forward(self, q: Tensor) -> Tensor:
-        pooled_input = self.head(q)
-        out, rows = self.tail(pooled_input), self.clipped(pooled_input)
-        if not bool(rows.any()):
-            return out
-        x = q.int_repr()[rows].to(torch.int32)
-        exact = run_reference(self.steps, x, zero=int(q.q_zero_point()))
-        ints = out.int_repr()
-        ints[rows] = exact.to(torch.uint8)
-        return torch._make_per_tensor_quantized_tensor(ints, out.q_scale(), out.q_zero_point())
+        x = q.int_repr().to(torch.int32)
+        exact = run_reference(self.steps, x, zero=int(q.q_zero_point())).to(torch.uint8)
+        return torch._make_per_tensor_quantized_tensor(exact, self.scale, self.zero)
 
 
-def _segment(steps, mods: list[nn.Module], pool_at: int | None) -> nn.Module:
-    """One segment's module; ``steps`` runs from its layer to its requantize."""
+def _segment(steps, mods: list[nn.Module], pool_at: int | None, next_grid) -> nn.Module:
+    """One segment's module; ``steps`` runs from its layer to its requantize, whose output is
+    on ``next_grid`` (scale, zero point)."""
     if pool_at is None:
         return nn.Sequential(*mods)
-    ops = [st.op for st in steps]
-    floor_clips = "relu" not in ops[: ops.index("sumpool")]
-    return _PooledSegment(mods[:pool_at], mods[pool_at:], steps, floor_clips)
+    return _ExactSegment(steps, *next_grid)
 
 
 def _segments(steps, start: int, stop: int) -> list[nn.Module]:
@@ -257,7 +240,10 @@ def _segments(steps, start: int, stop: int) -> list[nn.Module]:
         if skip:
             skip = False
         elif st.op == "requantize":
-            segments.append(_segment(steps[first : i + 1], [*mods, _clamp(st.attrs)], pool_at))
+            grid = _next_input(steps, i)
+            segments.append(
+                _segment(steps[first : i + 1], [*mods, _clamp(st.attrs)], pool_at, grid)
+            )
             mods, first, pool_at = [], i + 1, None
         elif st.op in ("conv2d", "linear"):
             relu = i + 1 < stop and steps[i + 1].op == "relu"

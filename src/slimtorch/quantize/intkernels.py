@@ -5,7 +5,12 @@
 - ``requantize``: ``clamp(round(acc * M) + Z)`` computed as ``(acc * M0 + 2**(rshift-1)) >>
   rshift`` in int64: no float anywhere (ties round up, where ``torch.round`` rounds to even).
 - ``conv2d_int`` / ``linear_int``: zero-point-subtracted int32 activations times int8 weights,
-  accumulated in int32, plus an int32 bias.
+  accumulated in int32, plus an int32 bias. The products are summed by torch's float kernels
+  when that is exact: every partial sum of integer products is an integer no larger than
+  ``K * max|x| * max|w|``, which float32 holds exactly below ``2**24`` and float64 below
+  ``2**53`` (``exact_float_dtype``); the integer unfold-and-matmul kernels
+  (``conv2d_int_unfold``, ``linear_int_matmul``) are the oracle they are tested against and
+  the path beyond those bounds.
 
 Example:
     >>> import torch
@@ -76,6 +81,26 @@ def requantize(
     return out.clamp_(q_min, q_max).to(torch.int32)
 
 
+FLOAT32_EXACT = 2**24  # float32 holds every integer of magnitude <= 2**24 exactly
+FLOAT64_EXACT = 2**53
+
+
+def exact_float_dtype(k: int, x: Tensor, w: Tensor) -> torch.dtype | None:
+    """The float dtype whose sums of ``k`` products of ``x`` and ``w`` values are exact
+    integers (float32, else float64), or None when neither is.
+
+    Example:
+        >>> exact_float_dtype(288, torch.tensor([255]), torch.tensor([127]))
+        torch.float32
+    """
+    if x.numel() == 0 or w.numel() == 0:
+        return torch.float32
+    bound = k * int(x.abs().max()) * int(w.abs().max())
+    if bound < FLOAT32_EXACT:
+        return torch.float32
+    return torch.float64 if bound < FLOAT64_EXACT else None
+
+
 def linear_int(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     """``x @ w.T + bias`` with int32 activations, int8 weights and int32 accumulation.
 
@@ -84,6 +109,15 @@ def linear_int(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
         >>> linear_int(x, torch.tensor([[3, 4]], dtype=torch.int8), torch.tensor([10])).tolist()
         [[5]]
     """
+    dtype = exact_float_dtype(w.shape[1], x, w)
+    if dtype is None:
+        return linear_int_matmul(x, w, bias)
+    acc = (x.to(dtype) @ w.to(dtype).T).to(torch.int32)  # exact: integers below 2**24 / 2**53
+    return acc if bias is None else acc + bias.to(torch.int32)
+
+
+def linear_int_matmul(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    """:func:`linear_int` by an int32 matrix product (the oracle; no bound on the sums)."""
     acc = x.to(torch.int32) @ w.to(torch.int32).T
     return acc if bias is None else acc + bias.to(torch.int32)
 
@@ -97,7 +131,8 @@ def conv2d_int(
     groups: int = 1,
 ) -> Tensor:
     """2-D convolution of int32 activations (zero point already subtracted, so zero padding
-    is real zero) with int8 weights, by unfolding into an int32 matrix product.
+    is real zero) with int8 weights: torch's float convolution where its sums are exact, else
+    :func:`conv2d_int_unfold`.
 
     Example:
         >>> x = torch.ones(1, 1, 3, 3, dtype=torch.int32)
@@ -105,6 +140,25 @@ def conv2d_int(
         >>> conv2d_int(x, w, None, (1, 1), (1, 1))[0, 0].tolist()
         [[4, 6, 4], [6, 9, 6], [4, 6, 4]]
     """
+    dtype = exact_float_dtype(w[0].numel(), x, w)
+    if dtype is None:
+        return conv2d_int_unfold(x, w, bias, stride, padding, groups)
+    acc = F.conv2d(x.to(dtype), w.to(dtype), None, tuple(stride), tuple(padding), 1, groups)
+    acc = acc.to(torch.int32)  # exact: integer sums below 2**24 (float32) or 2**53 (float64)
+    if bias is not None:
+        acc = acc + bias.to(torch.int32).reshape(1, -1, 1, 1)
+    return acc.contiguous()
+
+
+def conv2d_int_unfold(
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    groups: int = 1,
+) -> Tensor:
+    """:func:`conv2d_int` by unfolding into an int32 matrix product (the oracle; no bound)."""
     n, _c, _, _ = x.shape
     o, c_per_group, kh, kw = w.shape
     x = F.pad(x.to(torch.int32), (padding[1], padding[1], padding[0], padding[0]))
