@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
+from slimtorch.core.config import config_values
 from slimtorch.errors import ConfigError, DataError
 from slimtorch.progress import log_line, progress_bar
 
@@ -96,14 +97,7 @@ class FitConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
         """Inverse of :meth:`to_dict`; refuses unknown fields and newer versions."""
-        values = dict(d)
-        version = values.pop("version", FIT_CONFIG_VERSION)
-        if not _is_int(version) or version > FIT_CONFIG_VERSION:
-            raise ConfigError(f"FitConfig version {version!r} is newer than {FIT_CONFIG_VERSION}")
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"FitConfig: unknown field(s) {', '.join(unknown)}")
-        return cls(**values)
+        return cls(**config_values(cls, d, FIT_CONFIG_VERSION))
 
 
 def _is_int(x: object) -> bool:

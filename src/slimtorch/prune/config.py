@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from slimtorch.core.config import config_values
 from slimtorch.core.granularity import (
     NM,
     PRUNE_KINDS,
@@ -119,13 +120,7 @@ class PruneConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PruneConfig:
         """Inverse of :meth:`to_dict`; refuses unknown fields and newer versions."""
-        values = dict(d)
-        version = values.pop("version", PRUNE_CONFIG_VERSION)
-        if not isinstance(version, int) or version > PRUNE_CONFIG_VERSION:
-            raise ConfigError(f"PruneConfig version {version!r} is newer than supported")
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"PruneConfig: unknown field(s) {', '.join(unknown)}")
+        values = config_values(cls, d, PRUNE_CONFIG_VERSION)
         if "exclude" in values:
             values["exclude"] = tuple(values["exclude"])
         return cls(**values)

@@ -10,11 +10,12 @@ github.com/mit-han-lab/amc ``amc_search.py``): a 50% FLOPs budget, preserve rati
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
 
+from slimtorch.core.config import config_values
 from slimtorch.errors import ConfigError
 from slimtorch.models import ModelSpec
 from slimtorch.prune.channel_importance import IMPORTANCE
@@ -133,10 +134,7 @@ class AMCConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AMCConfig:
         """Inverse of :meth:`to_dict`; refuses unknown fields and other versions."""
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"AMCConfig: unknown field(s) {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**config_values(cls, d))
 
 
 def _checks(c: AMCConfig) -> list[tuple[str, bool, str]]:

@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimtorch.core.config import config_values
 from slimtorch.errors import ConfigError
 
 DDPG_CONFIG_VERSION = 1
@@ -136,10 +137,7 @@ class DDPGConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DDPGConfig:
         """Inverse of :meth:`to_dict`; refuses unknown fields."""
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"DDPGConfig: unknown field(s) {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**config_values(cls, d))
 
 
 class Actor(nn.Module):

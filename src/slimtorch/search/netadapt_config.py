@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
 
+from slimtorch.core.config import config_values
 from slimtorch.errors import ConfigError
 from slimtorch.models import ModelSpec
 from slimtorch.prune.channel_importance import IMPORTANCE
@@ -91,14 +92,7 @@ class NetAdaptConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetAdaptConfig:
         """Inverse of :meth:`to_dict`; refuses unknown fields and newer versions."""
-        values = dict(d)
-        version = values.pop("version", NETADAPT_CONFIG_VERSION)
-        if not _is_int(version) or version > NETADAPT_CONFIG_VERSION:
-            raise ConfigError(f"NetAdaptConfig version {version!r} is newer than supported")
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"NetAdaptConfig: unknown field(s) {', '.join(unknown)}")
-        return cls(**values)
+        return cls(**config_values(cls, d, NETADAPT_CONFIG_VERSION))
 
 
 def _is_int(x: object, low: int = 0) -> bool:
