@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimtorch.checkpoint import load_checkpoint
 from slimtorch.errors import ConfigError, ModelError, first_line
+from slimtorch.models import MODEL_NAMES, create_model
 
 DEFAULT_IMAGE_SIZE = 8
 DEFAULT_IN_CHANNELS = 1
@@ -57,8 +59,6 @@ def is_zoo_name(source: str | Path) -> bool:
         >>> is_zoo_name("lenet300"), is_zoo_name("./lenet300"), is_zoo_name("runs/vgg")
         (True, False, False)
     """
-    from slimtorch.models import MODEL_NAMES
-
     text = str(source)
     if text not in MODEL_NAMES:
         return False
@@ -92,8 +92,6 @@ def resolve_model(source: str | Path, **model_kwargs: Any) -> ResolvedModel:
         >>> resolve_model("lenet5").input_shape
         (1, 1, 8, 8)
     """
-    from slimtorch.models import MODEL_NAMES, create_model
-
     text = str(source)
     path = Path(text)
     zoo = is_zoo_name(text)
@@ -112,8 +110,6 @@ def resolve_model(source: str | Path, **model_kwargs: Any) -> ResolvedModel:
 
 
 def _from_checkpoint(path: Path, text: str, model_kwargs: dict[str, Any]) -> ResolvedModel:
-    from slimtorch.checkpoint import load_checkpoint
-
     if model_kwargs:
         raise ConfigError(
             f"{text}: a checkpoint carries its own construction arguments; "

@@ -34,12 +34,14 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from slimtorch.bench.sut import (
@@ -48,11 +50,19 @@ from slimtorch.bench.sut import (
     SUTAdapter,
     checkpoint_record,
     module_sut,
+    register_sut_adapter,
 )
+from slimtorch.checkpoint import load_checkpoint
+from slimtorch.data import load_data, make_loaders, recorded_split
 from slimtorch.data.record import DataRecord, artefact_record
+from slimtorch.encode import load_compressed
 from slimtorch.errors import ConfigError, ModelError
+from slimtorch.prune.sparse import SparseConv2d, SparseLinear, to_sparse
+from slimtorch.quantize.intformat import FORMAT_NAME as INTEGER_FORMAT
+from slimtorch.quantize.intformat import integer_model_info, load_integer_model
+from slimtorch.quantize.kmeans import KMeansConfig, kmeans_quantize_model
+from slimtorch.quantize.ptq import PTQConfig, quantize_ptq
 
-INTEGER_FORMAT = "slimtorch-integer-model"  # slimtorch.quantize.intformat.FORMAT_NAME
 INTEGER_FILE = "int8.safetensors"  # what ``slimtorch quantize --integer`` writes in --out
 COMPRESSED_SUFFIX = ".slim"
 DEFAULT_NEW_TOKENS = 32
@@ -88,12 +98,6 @@ def _target(label: str, model: nn.Module, adapter: str, **info: Any) -> BenchTar
                        info={"adapter": adapter, **info})  # fmt: skip
 
 
-def _checkpoint(path: str) -> tuple[nn.Module, Any, dict[str, Any]]:
-    from slimtorch.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)
-
-
 def _label(path: str, tag: str) -> str:
     """``folder[tag]`` for checkpoint folders and their files, ``stem[tag]`` for other files."""
     p = Path(path)
@@ -104,15 +108,13 @@ def _label(path: str, tag: str) -> str:
 
 # --- sparse (CSR) execution of a pruned checkpoint -------------------------------------------
 def _load_sparse(source: str, _options: LoadOptions) -> BenchTarget:
-    from slimtorch.prune.sparse import SparseConv2d, SparseLinear, to_sparse
-
     m = _SPARSE.fullmatch(source)
     assert m is not None  # matches() accepted it
     batch = int(m["batch"] or SPARSE_DEFAULT_BATCH)
     sparsity = float(m["sparsity"]) if m["sparsity"] else None
     if sparsity is not None and not 0 <= sparsity <= 1:
         raise ConfigError(f"{source}: sparse=S needs 0 <= S <= 1, got {sparsity}")
-    model, spec, _ = _checkpoint(m["path"])
+    model, spec, _ = load_checkpoint(m["path"])
     sparse = to_sparse(model, sparsity, batch_size=batch)
     switched = [n for n, x in sparse.named_modules() if isinstance(x, SparseLinear | SparseConv2d)]
     return _target(_label(m["path"], "sparse"), sparse, "sparse", source=source,
@@ -124,10 +126,6 @@ def is_integer_file(path: Path) -> bool:
     """True when ``path`` is a safetensors file whose metadata says it is an integer model."""
     if not path.is_file() or path.suffix != ".safetensors":
         return False
-    import json
-
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -148,8 +146,6 @@ def _match_integer(source: str) -> bool:
 
 
 def _load_integer(source: str, _options: LoadOptions) -> BenchTarget:
-    from slimtorch.quantize.intformat import load_integer_model
-
     m = _INT8.fullmatch(source)
     text, backend = (m["path"], m["backend"]) if m else (source, None)
     path = _integer_path(text)
@@ -166,23 +162,18 @@ def _load_integer(source: str, _options: LoadOptions) -> BenchTarget:
 
 # --- k-means and linear fake-quant, re-applied to a float checkpoint --------------------------
 def _load_kmeans(source: str, _options: LoadOptions) -> BenchTarget:
-    from slimtorch.quantize.kmeans import KMeansConfig, kmeans_quantize_model
-
     m = _KMEANS.fullmatch(source)
     assert m is not None
-    model, spec, _ = _checkpoint(m["path"])
+    model, spec, _ = load_checkpoint(m["path"])
     qmodel, _report = kmeans_quantize_model(model, KMeansConfig(bits=int(m["bits"])))
     return _target(_label(m["path"], f"kmeans{m['bits']}"), qmodel, "kmeans", source=source,
                    arch=spec.name, bits=int(m["bits"]))  # fmt: skip
 
 
 def _load_ptq(source: str, _options: LoadOptions) -> BenchTarget:
-    from slimtorch.data import load_data, make_loaders, recorded_split
-    from slimtorch.quantize.ptq import PTQConfig, quantize_ptq
-
     m = _PTQ.fullmatch(source)
     assert m is not None
-    model, spec, metrics = _checkpoint(m["path"])
+    model, spec, metrics = load_checkpoint(m["path"])
     data, seed = recorded_split(metrics, m["path"])
     train, _, _ = make_loaders(load_data(data, seed=seed), PTQ_CALIB_BATCH, seed)
     config = PTQConfig(weight_bits=int(m["bits"]), activation_bits=PTQ_ACTIVATION_BITS)
@@ -198,8 +189,6 @@ def _match_slim(source: str) -> bool:
 
 
 def _load_slim(source: str, _options: LoadOptions) -> BenchTarget:
-    from slimtorch.encode import load_compressed
-
     if not Path(source).is_file():
         raise ModelError(f"{source}: no such compressed file")
     model, spec, _meta = load_compressed(source)
@@ -243,6 +232,7 @@ def stream_tokens(model: nn.Module, prompt: Sequence[int], max_new_tokens: int,
     Returns:
         An iterator of token ids.
     """
+    # deferred: slimtorch.llm needs the llm extra (gguf); the other adapters work without it
     from slimtorch.llm.generate import decoder, prefill
 
     model.setup_cache(1, len(prompt) + max_new_tokens)
@@ -263,7 +253,7 @@ def stream_tokens(model: nn.Module, prompt: Sequence[int], max_new_tokens: int,
 
 
 def _prompts(loaded: Any) -> list[list[int]]:
-    from slimtorch.llm.source import load_tokenizer
+    from slimtorch.llm.source import load_tokenizer  # deferred: the llm extra, as above
 
     try:
         tok = load_tokenizer(loaded)
@@ -274,6 +264,7 @@ def _prompts(loaded: Any) -> list[list[int]]:
 
 
 def _load_llm(source: str, _options: LoadOptions) -> BenchTarget:
+    # deferred: slimtorch.llm needs the llm extra (gguf); the other adapters work without it
     from slimtorch.llm.kernels import KernelConfig, convert_linears
     from slimtorch.llm.source import load_model
 
@@ -313,8 +304,6 @@ def _recorded_in_checkpoint(pattern: re.Pattern[str]) -> Any:
 
 
 def _recorded_integer(source: str) -> DataRecord | None:
-    from slimtorch.quantize.intformat import integer_model_info
-
     m = _INT8.fullmatch(source)
     path = _integer_path(m["path"] if m else source)
     if path is None:
@@ -327,8 +316,6 @@ def _recorded_integer(source: str) -> DataRecord | None:
 
 
 def _recorded_slim(source: str) -> DataRecord | None:
-    from slimtorch.encode import load_compressed
-
     if not Path(source).is_file():
         return None
     _model, spec, metadata = load_compressed(source)
@@ -350,7 +337,5 @@ ADAPTERS = (
 
 def register_all() -> None:
     """Register every adapter of this module (what importing ``slimtorch.bench`` does)."""
-    from slimtorch.bench.sut import register_sut_adapter
-
     for adapter in reversed(ADAPTERS):
         register_sut_adapter(adapter)

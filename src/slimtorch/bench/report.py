@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from matplotlib.figure import Figure
 from rich import box
 from rich.table import Table
 
@@ -324,15 +327,8 @@ def write_summary(records: Sequence[BenchRecord], path: str | Path) -> Path:
 
 def plot_latency_cdf(records: Sequence[BenchRecord], path: str | Path) -> Path:
     """A PNG of each model's latency CDF (log-scaled milliseconds), atomically written."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for rec in records:
         lat = np.sort(np.asarray(rec.result.latencies_s)) * 1e3
         ax.step(lat, np.arange(1, len(lat) + 1) / len(lat), where="post", label=rec.label)
@@ -344,5 +340,4 @@ def plot_latency_cdf(records: Sequence[BenchRecord], path: str | Path) -> Path:
     ax.legend()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

@@ -23,8 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimtorch.checkpoint import read_checkpoint_header
 from slimtorch.data.record import DataRecord, artefact_record
 from slimtorch.errors import ConfigError
+from slimtorch.models import MODEL_NAMES
+from slimtorch.resolve import resolve_model
 
 KINDS = ("classifier", "generator")
 
@@ -122,9 +125,6 @@ def _zoo_kwargs(options: LoadOptions) -> dict[str, Any]:
 
 
 def _load_model(source: str, options: LoadOptions) -> BenchTarget:
-    from slimtorch.models import MODEL_NAMES
-    from slimtorch.resolve import resolve_model
-
     if source in MODEL_NAMES:  # a bare zoo name (resolve_model warns if a folder shadows it)
         resolved = resolve_model(source, **_zoo_kwargs(options))
     else:
@@ -136,15 +136,11 @@ def _load_model(source: str, options: LoadOptions) -> BenchTarget:
 
 def checkpoint_record(path: str) -> DataRecord | None:
     """The data a checkpoint folder (or its ``model.json``) records, its header validated."""
-    from slimtorch.checkpoint import read_checkpoint_header
-
     spec, metrics = read_checkpoint_header(path)  # the model is built once, by its loader
     return artefact_record(metrics, spec.kwargs, path)
 
 
 def _recorded_model(source: str) -> DataRecord | None:
-    from slimtorch.models import MODEL_NAMES
-
     if source in MODEL_NAMES or not Path(source).exists():
         return None  # a zoo name or a factory: built for the data, records none
     return checkpoint_record(source)

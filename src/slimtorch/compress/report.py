@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from rich.table import Table
 from rich.text import Text
 
@@ -176,10 +177,10 @@ def markdown(result: PipelineResult, summary: dict[str, Any]) -> str:
 
 def plot_sizes(records: Sequence[StageRecord], path: Path) -> Path:
     """Bar chart of the size after each stage (log scale), ratios on the bars."""
-    plt = _pyplot()
     labels = stage_labels(records)
     sizes = [r.size_bytes for r in records]
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 4))
+    fig = Figure(figsize=(1.2 * len(labels) + 2, 4))
+    ax = fig.subplots()
     bars = ax.bar(labels, sizes, color=["#888"] + ["#3a7"] * (len(labels) - 1))
     for bar, r in zip(bars, records, strict=True):
         ax.text(
@@ -193,7 +194,8 @@ def plot_sizes(records: Sequence[StageRecord], path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_ylabel("bytes (log scale)")
     ax.set_title("model size after each stage")
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    for tick in ax.get_xticklabels():
+        tick.set(rotation=30, ha="right")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -202,9 +204,9 @@ def plot_weights(histogram: dict[str, Any], path: Path) -> Path | None:
     """Histogram of one layer's nonzero weights before and after quantization."""
     if "before" not in histogram or "after" not in histogram:
         return None
-    plt = _pyplot()
     before, after = histogram["before"].numpy(), histogram["after"].numpy()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharex=True)
+    fig = Figure(figsize=(10, 3.5))
+    axes = fig.subplots(1, 2, sharex=True)
     axes[0].hist(before, bins=100, color="#37a")
     axes[0].set_title(f"{histogram['layer']}: before quantization ({before.size:,} nonzero)")
     values, counts = _unique(after)
@@ -221,22 +223,9 @@ def _unique(x: Any) -> tuple[Any, Any]:
     return np.unique(x, return_counts=True)
 
 
-def _pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend, imported on first use: it takes about 1.7 s
-    on two loaded cores (measured), which no command but a report should pay."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
+def _save(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 import torch
 
@@ -139,8 +140,6 @@ def unpermute_rope_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def _open_reader(path: str | Path) -> Any:
-    import gguf
-
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{p}: no such GGUF file")

@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from slimtorch.errors import ModelError, first_line
+from slimtorch.io import atomic_write_bytes, atomic_write_text, read_text_file
 from slimtorch.llm.gguf_load import LoadedModel, _materialize
 from slimtorch.llm.model import Llama, LlamaConfig
 
@@ -99,8 +102,6 @@ def config_from_hf(cfg: dict[str, Any], path: Path) -> LlamaConfig:
 
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a model folder's file; a one-line ModelError if it is not one."""
-    from slimtorch.io import read_text_file
-
     try:
         value = json.loads(read_text_file(path, str(path), ModelError))
     except json.JSONDecodeError as e:
@@ -127,9 +128,6 @@ def load_hf(folder: str | Path, max_seq_len: int | None = None) -> LoadedModel:
         A :class:`LoadedModel` (metadata with ``tokenizer.ggml.*`` keys if a BPE
         ``tokenizer.json`` is present).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
@@ -200,10 +198,6 @@ def save_hf(model: Llama, folder: str | Path) -> Path:
     Returns:
         The folder.
     """
-    from safetensors.torch import save
-
-    from slimtorch.io import atomic_write_bytes, atomic_write_text
-
     folder = Path(folder)
     c = model.config
     tensors = {

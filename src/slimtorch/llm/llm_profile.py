@@ -34,6 +34,8 @@ from slimtorch.core.size import WeightFormat
 from slimtorch.errors import ConfigError
 from slimtorch.llm.kernels import weight_bytes_per_token
 from slimtorch.llm.model import Llama, LlamaConfig
+from slimtorch.profile.config import ProfileConfig
+from slimtorch.profile.report import profile_model
 
 KV_TENSORS = 2  # keys and values
 
@@ -73,8 +75,6 @@ def profile_llm(
     Returns:
         An :class:`LLMProfile`.
     """
-    from slimtorch.profile import ProfileConfig, profile_model
-
     if tokens.dtype != torch.long or tokens.ndim != 2 or tokens.shape[0] != 1:
         raise ConfigError(
             f"tokens: expected int64 [1, T], got {tokens.dtype} {tuple(tokens.shape)}"

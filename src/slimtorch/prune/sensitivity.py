@@ -10,15 +10,21 @@ always met). :func:`plot_sensitivity` draws the curves as a PNG.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from slimtorch.core.trace import trace_model
 from slimtorch.errors import ConfigError
+from slimtorch.io import atomic_write_bytes
+from slimtorch.prune.engine import compute_masks, select_layers
+from slimtorch.prune.obs import first_batches
+from slimtorch.train import evaluate
 
 DP_BUCKETS = 2000  # resolution of the removed-amount axis of the allocation program
 
@@ -117,16 +123,8 @@ def propose_ratios(
 
 def plot_sensitivity(curves: Curves, path: str | Path, baseline: float | None = None) -> Path:
     """Accuracy against ratio, one line per layer, as a PNG (written atomically)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from slimtorch.io import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for layer, pts in curves.items():
         ax.plot([r for r, _ in pts], [a for _, a in pts], marker="o", label=layer)
     if baseline is not None:
@@ -138,7 +136,6 @@ def plot_sensitivity(curves: Curves, path: str | Path, baseline: float | None = 
     ax.grid(alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
@@ -160,10 +157,6 @@ def scan_and_propose(
     Returns:
         ``{"baseline", "curves", "sizes", "total", "target", "fraction", "proposal"}``.
     """
-    from slimtorch.prune.engine import compute_masks, select_layers
-    from slimtorch.prune.obs import first_batches
-    from slimtorch.train import evaluate
-
     calib = list(first_batches(train, config.calib_batches))
     example = calib[0][0][:1]
     layers = select_layers(model, config, example)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from matplotlib.figure import Figure
 from rich.progress import Progress
 from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune
@@ -178,12 +179,8 @@ class SensitivityResult:
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
         """Write a PNG: accuracy against bit width, one line per layer (atomic write)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
         for name in self.layers:
             ax.plot(self.bits, [self.accuracy[name][b] for b in self.bits], marker="o", label=name)
         ax.axhline(self.baseline_accuracy, color="black", linestyle="--", label="float")
@@ -192,7 +189,6 @@ class SensitivityResult:
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
         return atomic_write_bytes(path, buf.getvalue())
 
 

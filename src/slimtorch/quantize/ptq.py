@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from slimtorch.core.granularity import QUANT_KINDS, parse_granularity
 from slimtorch.core.size import WeightFormat
 from slimtorch.errors import ConfigError, DataError
+from slimtorch.quantize.engine import engine_saturates, pairs_fit_int16
 from slimtorch.quantize.fakequant import ActFakeQuant, QuantWrapper
 from slimtorch.quantize.fold import FOLDABLE, fold_batchnorm
 from slimtorch.quantize.observers import DEFAULT_PERCENTILE, OBSERVERS
@@ -145,8 +146,6 @@ class PTQConfig:
             return False
         if self.reduce_range is True:
             return True
-        from slimtorch.quantize.engine import engine_saturates, pairs_fit_int16
-
         weight_max = 2 ** (self.weight_bits - 1)
         return not pairs_fit_int16(2**FULL_ACTIVATION_BITS - 1, weight_max) and engine_saturates()
 

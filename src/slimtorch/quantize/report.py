@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from slimtorch.core.size import WeightFormat, tensor_size_bits
@@ -147,12 +148,8 @@ def save_histogram_png(
     Returns:
         The written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    fig = Figure(figsize=(7, 5))
+    top, bottom = fig.subplots(2, 1, sharex=True)
     top.hist(before.detach().flatten().numpy(), bins=bins, color="tab:blue")
     top.set_title(f"{title}: before")
     values, counts = torch.unique(after.detach().flatten(), return_counts=True)
@@ -166,5 +163,4 @@ def save_histogram_png(
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
