@@ -147,6 +147,15 @@ CASES: list[tuple[str, str, str]] = [
      "no_such"),
     ("distill-temperature", "distill --teacher {w}/ck --student lenet5 --temperature -1 "
      "--out {w}/s", "temperature"),
+    # search
+    ("search-netadapt-missing", "search netadapt {w}/nothing --out {w}/sn", "nothing"),
+    ("search-netadapt-out-ro", "search netadapt {w}/ck --out /proc/sn", "--out"),
+    ("search-netadapt-budget", "search netadapt {w}/ck --budget-ratio 1.5 --out {w}/sn",
+     "budget_ratio"),
+    ("search-netadapt-cost", "search netadapt {w}/ck --cost flops --out {w}/sn", "cost"),
+    ("search-amc-data-int", "search amc {w}/data_int --out {w}/sa", "metrics.data"),
+    ("search-amc-warmup", "search amc {w}/ck --episodes 3 --warmup 9 --out {w}/sa", "warmup"),
+    ("search-amc-workers", "search amc {w}/ck --workers 0 --out {w}/sa", "Workers.count"),
     # bench
     ("bench-json-ro", "bench {w}/ck --json /proc/b.json", "--json /proc/b.json"),
     ("bench-summary-ro", "bench {w}/ck --summary /proc/s.txt", "--summary /proc/s.txt"),
