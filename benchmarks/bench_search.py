@@ -318,6 +318,13 @@ def _add_method_options(ap: argparse.ArgumentParser) -> None:
         help="AMC: refit the layers after a cut "
         "by least squares before scoring (the reference's channel reconstruction)",
     )
+    add(
+        "--amc-bn-samples",
+        type=int,
+        default=256,
+        help="AMC: training samples re-estimating BatchNorm before each episode is scored "
+        "(0: none, the paper's setup) (default %(default)s)",
+    )
 
 
 # ----------------------------------------------------------------------------- machine
@@ -702,6 +709,7 @@ def amc_config(args: argparse.Namespace, ratio: float, lbound: float, batch: int
         round_to=args.round_to,
         importance=args.importance,
         reconstruct=args.amc_reconstruct,
+        bn_samples=args.amc_bn_samples,
         seed=args.seed,
         latency_batch=batch,
     )

@@ -325,3 +325,18 @@ def test_config_round_trips_through_a_dict() -> None:
     assert AMCConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ConfigError, match="unknown"):
         AMCConfig.from_dict({**config.to_dict(), "budget": 0.5})
+
+
+def test_bn_samples_score_the_model_that_is_returned() -> None:
+    """With BatchNorm re-estimated on training samples, the returned model is the scored one:
+    its validation accuracy is the best episode's, and its running statistics are those of
+    the pruned network (oracle: recalibrate_bn on the same samples, run again)."""
+    model, _ = _model("vgg")
+    cfg = AMCConfig(**FAST, bn_samples=128)
+    result = amc_search(model, _digits(), X8, cfg, progress=False)
+    _, val, _ = make_loaders(_digits(), batch_size=64)
+    assert evaluate(result.model, val).accuracy == result.best.accuracy
+    plain = amc_search(model, _digits(), X8, AMCConfig(**FAST), progress=False)
+    assert [r.counts for r in plain.history][:3] == [r.counts for r in result.history][:3]
+    bn = next(m for m in result.model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))

@@ -52,6 +52,7 @@ from slimtorch.models import ModelSpec
 from slimtorch.profile.noise import torch_threads
 from slimtorch.prune.graph import ChannelGraph, trace_channels
 from slimtorch.prune.surgery import prune_channels, pruned_spec
+from slimtorch.quantize.trained import recalibrate_bn
 from slimtorch.search.amc_config import AMCConfig, AMCResult, EpisodeRecord
 from slimtorch.search.amc_env import STATE_FEATURES, AMCEnv, Cost, Episode
 from slimtorch.search.amc_policy import (
@@ -83,6 +84,7 @@ class _Search:
     env: AMCEnv
     val: tuple[Tensor, Tensor]
     grams: dict[str, Tensor] | None
+    bn_x: Tensor | None
     cost: Cost
     budget: float | None
     workers: Any
@@ -148,6 +150,8 @@ def amc_search(
         best = max(history, key=lambda r: r.reward)  # the first of equal rewards
         pruned = apply_policy(model, example_input, best.counts, importance=config.importance,
                               grams=s.grams, graph=s.graph)  # fmt: skip
+        if s.bn_x is not None:  # as the episode was scored
+            recalibrate_bn(pruned, [(x, None) for x in s.bn_x.split(config.batch_size)])
     return AMCResult(
         model=pruned.eval(), best=best, history=tuple(history), sizes=s.policy(s.env.sizes),
         original=original, budget=s.budget, config=config,
@@ -175,12 +179,15 @@ def _prepare(
     if config.reconstruct:
         calib_x, _ = _tensors(train, "train", config.calib_samples, config.seed)
         grams = input_grams(model, graph, [(calib_x,)])
+    bn_x = None
+    if config.bn_samples:
+        bn_x, _ = _tensors(train, "train", config.bn_samples, config.seed + 1)
     cost = env.mac.macs if latency is None else _latency_cost(model, example_input, graph, latency)
     base = score_model(model, example_input, val_x, val_y, config.batch_size)
     original_cost = float(cost(env.sizes))
     budget = None if config.budget_ratio is None else config.budget_ratio * original_cost
-    s = _Search(model, example_input, config, graph, env, (val_x, val_y), grams, cost, budget,
-                workers, names)  # fmt: skip
+    s = _Search(model, example_input, config, graph, env, (val_x, val_y), grams, bn_x, cost,
+                budget, workers, names)  # fmt: skip
     if budget is not None:
         env.check_feasible(cost, budget)
     original = {"accuracy": base.accuracy, "loss": base.loss, "macs": base.macs,
@@ -257,7 +264,7 @@ def _run_batch(s: _Search, agent: DDPG, batch: range) -> list[EpisodeRecord]:
     ]
     tasks = [
         EpisodeTask(s.model, s.example_input, s.graph, s.policy(ep.counts), c.importance,
-                    s.grams, *s.val, c.batch_size)
+                    s.grams, *s.val, c.batch_size, s.bn_x)
         for ep in episodes
     ]  # fmt: skip
     scores = s.workers.map(evaluate_episode, tasks, label="")

@@ -75,6 +75,10 @@ class AMCConfig:
         reconstruct: refit the layers reading pruned channels by least squares before
             scoring (the reference's channel reconstruction).
         calib_samples: training samples whose layer inputs the reconstruction fits.
+        bn_samples: training samples whose batch statistics re-estimate every BatchNorm of
+            an episode's pruned model before it is scored (0: none, the paper's setup).
+            Without it a pruned BatchNorm network scores near chance at tight budgets, so the
+            agent sees no signal.
         round_to: channel counts are multiples of this (or the whole group).
         seed: seeds the agent and the validation subset.
         latency_batch: the batch size a latency resource is measured at (when the command line
@@ -106,6 +110,7 @@ class AMCConfig:
     importance: str = "l1"
     reconstruct: bool = False
     calib_samples: int = 256
+    bn_samples: int = 0
     round_to: int = 1
     seed: int = 0
     latency_batch: int = 1
@@ -170,6 +175,7 @@ def _checks(c: AMCConfig) -> list[tuple[str, bool, str]]:
         ("calib_samples", _is_int(c.calib_samples, 1), "an int >= 1"),
         ("round_to", _is_int(c.round_to, 1), "an int >= 1"),
         ("latency_batch", _is_int(c.latency_batch, 1), "an int >= 1"),
+        ("bn_samples", _is_int(c.bn_samples, 0), "an int >= 0"),
         ("seed", _is_int(c.seed), "an int >= 0"),
     ]
 

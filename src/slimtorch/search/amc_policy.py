@@ -27,6 +27,7 @@ from slimtorch.prune.graph import ChannelGraph, trace_channels
 from slimtorch.prune.obs import Batches, layer_hessians
 from slimtorch.prune.regression import least_squares_weights
 from slimtorch.prune.surgery import prune_channels
+from slimtorch.quantize.trained import recalibrate_bn
 from slimtorch.train import evaluate
 
 
@@ -149,6 +150,7 @@ class EpisodeTask:
     val_x: Tensor
     val_y: Tensor
     batch_size: int
+    bn_x: Tensor | None = None  # training samples re-estimating BatchNorm before scoring
 
 
 @dataclass(frozen=True)
@@ -182,4 +184,6 @@ def evaluate_episode(task: EpisodeTask) -> EpisodeScore:
     pruned = apply_policy(
         t.model, t.example_input, t.counts, importance=t.importance, grams=t.grams, graph=t.graph
     )
+    if t.bn_x is not None:
+        recalibrate_bn(pruned, [(x, None) for x in t.bn_x.split(t.batch_size)])
     return score_model(pruned, t.example_input, t.val_x, t.val_y, t.batch_size)
