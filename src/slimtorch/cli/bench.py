@@ -7,15 +7,31 @@ Builds the same ``TestSettings`` and ``DivisionConfig`` the Python API
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
+from rich.console import Console
+
 from slimtorch.bench.accuracy import DIVISIONS, DivisionConfig
-from slimtorch.bench.llm import LLMSettings
+from slimtorch.bench.harness import benchmark, benchmark_llm, eval_data_for, load_targets
+from slimtorch.bench.llm import LLMSettings, llm_markdown
+from slimtorch.bench.report import (
+    compare_markdown,
+    compare_table,
+    format_summary,
+    plot_latency_cdf,
+    records_hint,
+    write_json,
+    write_summary,
+)
 from slimtorch.bench.settings import TestSettings
+from slimtorch.bench.sut import LoadOptions
 from slimtorch.cli.fields import ConfigOptions, Custom
 from slimtorch.cli.options import add_split_option, add_threads_option, threads_from_args
 from slimtorch.errors import ConfigError
+from slimtorch.io import atomic_write_text
+from slimtorch.profile.noise import noise_hint
 
 PERCENT = 100.0
 MS_PER_S = 1e3
@@ -176,9 +192,6 @@ def _division(args: argparse.Namespace) -> DivisionConfig | None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from slimtorch.bench.harness import benchmark, eval_data_for, load_targets
-    from slimtorch.bench.report import compare_markdown, compare_table, format_summary
-    from slimtorch.bench.sut import LoadOptions
 
     settings = settings_from_args(args)
     division = _division(args)
@@ -202,10 +215,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         threads=threads,
     )
     if not args.quiet:
-        from rich.console import Console
-
-        from slimtorch.bench.report import records_hint
-
         console = Console(width=120)
         d = _data_info(ev, args.split)
         console.print(
@@ -234,8 +243,6 @@ def _data_info(ev: object, split: str) -> dict:
 def _write_outputs(
     args: argparse.Namespace, records: list, compare_markdown: object, data: dict | None = None
 ) -> None:
-    from slimtorch.bench.report import plot_latency_cdf, write_json, write_summary
-    from slimtorch.io import atomic_write_text
 
     if args.json:
         write_json(records, args.json, args.baseline, data)
@@ -249,11 +256,6 @@ def _write_outputs(
 
 def _bench_generators(args: argparse.Namespace, targets: list) -> int:
     """Token generators (from an LLM adapter): TTFT, TPOT and tokens/s."""
-    import json
-
-    from slimtorch.bench.harness import benchmark_llm
-    from slimtorch.bench.llm import llm_markdown
-    from slimtorch.io import atomic_write_text
 
     if args.scenario == "multistream":
         raise ConfigError("--scenario multistream: not defined for token generators")
@@ -263,8 +265,6 @@ def _bench_generators(args: argparse.Namespace, targets: list) -> int:
     )
     table = llm_markdown(results, args.baseline)
     if not args.quiet:
-        from slimtorch.profile.noise import noise_hint
-
         print(table)
         hint = noise_hint([r.noise for r in results])
         if hint:

@@ -15,14 +15,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from slimtorch.checkpoint import load_checkpoint, save_checkpoint
 from slimtorch.cli.fields import ConfigOptions
 from slimtorch.cli.options import (
     add_checkpoint_out_options,
     add_recorded_data_options,
     check_out_dir,
 )
-from slimtorch.distill.distill import DistillConfig
-from slimtorch.train import FitConfig
+from slimtorch.data import load_data, make_loaders, recorded_split
+from slimtorch.data.record import check_given_data, data_record
+from slimtorch.distill.distill import DistillConfig, distill
+from slimtorch.models import ModelSpec, create_model
+from slimtorch.train import FitConfig, evaluate
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -102,14 +108,6 @@ def _configs(args: argparse.Namespace, seed: int) -> tuple[FitConfig, DistillCon
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    import torch
-
-    from slimtorch.checkpoint import load_checkpoint, save_checkpoint
-    from slimtorch.data import load_data, make_loaders, recorded_split
-    from slimtorch.data.record import check_given_data, data_record
-    from slimtorch.distill.distill import distill
-    from slimtorch.models import ModelSpec, create_model
-    from slimtorch.train import evaluate
 
     check_out_dir(args.out, args.overwrite)
     teacher, teacher_spec, teacher_metrics = load_checkpoint(args.teacher)

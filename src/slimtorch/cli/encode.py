@@ -11,11 +11,18 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from slimtorch.checkpoint import save_checkpoint
 from slimtorch.cli.options import add_checkpoint_out_options, check_out_dir
+from slimtorch.encode.codecs import Codec
+from slimtorch.encode.container import load_compressed, read_compressed
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,8 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from slimtorch.checkpoint import save_checkpoint
-    from slimtorch.encode.container import load_compressed
 
     check_out_dir(args.out, args.overwrite)
     model, spec, metadata = load_compressed(args.file)
@@ -54,7 +59,6 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _rows(header: dict[str, Any]) -> list[tuple[str, ...]]:
-    from slimtorch.encode.codecs import Codec
 
     rows = []
     for e in header["tensors"]:
@@ -75,12 +79,6 @@ def _rows(header: dict[str, Any]) -> list[tuple[str, ...]]:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    import json
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from slimtorch.encode.container import read_compressed
 
     file = read_compressed(args.file)  # decodes and checks everything
     if args.json:

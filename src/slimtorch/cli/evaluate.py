@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+import slimtorch.bench  # noqa: F401  (registers the int8 and .slim adapters)
+from slimtorch.bench.sut import load_target, recorded_data
+from slimtorch.checkpoint import load_checkpoint
 from slimtorch.cli.options import SPLITS, add_recorded_data_options, add_split_option
 from slimtorch.cli.train import check_model_takes_data
+from slimtorch.data import load_data, make_loaders, recorded_split
+from slimtorch.data.record import check_given_data
 from slimtorch.errors import ConfigError
+from slimtorch.io import atomic_write_text
+from slimtorch.train import evaluate
 
 EVALUATE_BATCH_SIZE = 256  # no gradients: larger batches than training's
 
@@ -34,13 +42,10 @@ def _load_scored(path: Path) -> tuple[object, str, dict, dict]:
     """``(model, name, metrics, spec kwargs)`` of a checkpoint, or of another artefact a bench
     adapter loads (an ``int8.safetensors`` or its folder, a ``.slim`` file) with the data
     record it carries as its metrics."""
-    from slimtorch.checkpoint import load_checkpoint
 
     if not path.exists() or path.suffix == ".json" or (path / "model.json").exists():
         model, spec, metrics = load_checkpoint(path)
         return model, spec.name, metrics, spec.kwargs
-    import slimtorch.bench  # noqa: F401  (registers the int8 and .slim adapters)
-    from slimtorch.bench.sut import load_target, recorded_data
 
     target = load_target(str(path))
     if target.kind != "classifier" or target.model is None:
@@ -50,10 +55,6 @@ def _load_scored(path: Path) -> tuple[object, str, dict, dict]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from slimtorch.data import load_data, make_loaders, recorded_split
-    from slimtorch.data.record import check_given_data
-    from slimtorch.io import atomic_write_text
-    from slimtorch.train import evaluate
 
     model, name, metrics, spec_kwargs = _load_scored(args.checkpoint)
     data, seed = recorded_split(metrics, str(args.checkpoint), args.data, args.seed)
@@ -67,8 +68,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"loss {result.loss:.4f} (n={result.n})"
     )
     if args.json:
-        import json
-
         payload = {
             "model": name,
             "data": splits.name,

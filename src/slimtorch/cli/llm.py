@@ -20,15 +20,19 @@ import importlib
 import importlib.util
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from slimtorch.cli.fields import ConfigOptions, Custom
 from slimtorch.cli.options import add_llm_model_argument, add_threads_option, threads_from_args
-from slimtorch.errors import ConfigError
-from slimtorch.llm.generate import GenerateConfig
-from slimtorch.llm.gguf_export import EXPORT_TYPES, ExportConfig
-from slimtorch.llm.kernels import KernelConfig
-from slimtorch.llm.perplexity import PerplexityConfig
+from slimtorch.errors import ConfigError, DataError
+from slimtorch.io import atomic_write_text, read_text_file
+from slimtorch.llm.generate import GenerateConfig, TextStreamer, generate
+from slimtorch.llm.gguf_export import EXPORT_TYPES, ExportConfig, export_gguf
+from slimtorch.llm.kernels import KernelConfig, convert_linears
+from slimtorch.llm.perplexity import PerplexityConfig, perplexity
+from slimtorch.llm.source import load_model, load_tokenizer
+from slimtorch.profile.noise import noise_hint, noisy_mark, threads_text
 
 LLM_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.cli.llm_compress",
@@ -149,8 +153,6 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace, max_seq_len: int | None = None):
-    from slimtorch.llm.kernels import convert_linears
-    from slimtorch.llm.source import load_model, load_tokenizer
 
     kcfg = KERNEL_OPTIONS.build(args)
     loaded = load_model(args.model, max_seq_len)
@@ -159,9 +161,6 @@ def _load(args: argparse.Namespace, max_seq_len: int | None = None):
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from slimtorch.errors import DataError
-    from slimtorch.io import read_text_file
-    from slimtorch.llm.perplexity import perplexity
 
     if not args.text.is_file():
         raise DataError(f"--text {args.text}: no such file")
@@ -175,10 +174,6 @@ def _run_eval(args: argparse.Namespace) -> int:
         f"(ctx {cfg.ctx}, {cfg.protocol}); {res.seconds:.1f} s, {res.tokens_per_s:.0f} tok/s"
     )
     if args.json:
-        from dataclasses import asdict
-
-        from slimtorch.io import atomic_write_text
-
         out = {"model": str(loaded.path), "text": str(args.text), **asdict(cfg), **asdict(res)}
         atomic_write_text(args.json, json.dumps(out, indent=2))
     return 0
@@ -189,8 +184,6 @@ def _gen_config(args: argparse.Namespace, stop: tuple[int, ...]) -> GenerateConf
 
 
 def _stream(loaded, tok, prompt_ids: list[int], cfg) -> list[int]:
-    from slimtorch.llm.generate import TextStreamer, generate
-    from slimtorch.profile.noise import noise_hint, noisy_mark, threads_text
 
     def write(s: str) -> None:
         sys.stdout.write(s)
@@ -239,8 +232,6 @@ def _run_chat(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from slimtorch.llm.gguf_export import export_gguf
-    from slimtorch.llm.source import load_model
 
     loaded = load_model(args.model)
     cfg = EXPORT_OPTIONS.build(args)

@@ -17,9 +17,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import save
+
 from slimtorch.cli.fields import ConfigOptions, Custom
 from slimtorch.cli.options import add_llm_model_argument
 from slimtorch.errors import ConfigError
+from slimtorch.io import atomic_write_bytes, atomic_write_text
+from slimtorch.llm.compress import compress_model
+from slimtorch.llm.compress.api import CALIBRATED, return_freed_memory
+from slimtorch.llm.compress.calibrate import calibration_tokens, default_calibration_text
 from slimtorch.llm.compress.config import (
     AWQConfig,
     CalibConfig,
@@ -30,7 +36,8 @@ from slimtorch.llm.compress.config import (
     SparseGPTConfig,
     WandaConfig,
 )
-from slimtorch.llm.gguf_export import EXPORT_TYPES
+from slimtorch.llm.gguf_export import EXPORT_TYPES, ExportConfig, export_gguf
+from slimtorch.llm.source import load_model, load_tokenizer
 
 CHANNEL = ("channel", "ch")  # --group-size spellings of group_size=None (per output channel)
 SAVED_TYPE = "F32"  # --type: store exactly what was computed (no second rounding)
@@ -153,16 +160,11 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def _save(model, loaded, args: argparse.Namespace) -> None:
-    from slimtorch.io import atomic_write_bytes
 
     suffix = args.out.suffix.lower()
     if suffix == ".gguf":
-        from slimtorch.llm.gguf_export import ExportConfig, export_gguf
-
         export_gguf(model, args.out, loaded.metadata, ExportConfig(weight_type=args.type))
     elif suffix == ".safetensors":
-        from safetensors.torch import save
-
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         if model.config.tie_embeddings:
             state.pop("output.weight", None)
@@ -172,11 +174,6 @@ def _save(model, loaded, args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from slimtorch.io import atomic_write_text
-    from slimtorch.llm.compress import compress_model
-    from slimtorch.llm.compress.api import CALIBRATED, return_freed_memory
-    from slimtorch.llm.compress.calibrate import calibration_tokens, default_calibration_text
-    from slimtorch.llm.source import load_model, load_tokenizer
 
     return_freed_memory()  # before loading: the heap never grows fragmented
 

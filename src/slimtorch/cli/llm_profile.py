@@ -9,6 +9,7 @@ import torch
 from slimtorch.cli.options import add_llm_model_argument
 from slimtorch.errors import ConfigError
 from slimtorch.llm.llm_profile import profile_llm
+from slimtorch.llm.source import load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from slimtorch.llm.source import load_model
 
     if args.tokens < 1:
         raise ConfigError(f"--tokens: expected >= 1, got {args.tokens}")

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from slimtorch import __version__
 from slimtorch.cli.errors import describe_user_error
 from slimtorch.errors import ConfigError, SlimtorchError
+from slimtorch.io import check_writable
+from slimtorch.models.trust import trust_code_scope
 
 EXIT_USER_ERROR = 2
 
 # Each capability registers its own subcommands: ``module.register(subparsers)`` adds a parser
-# whose ``func(args) -> int`` runs it. Keep those modules light (import heavy code inside func).
+# whose ``func(args) -> int`` runs it.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slimtorch.cli.train",
     "slimtorch.cli.evaluate",
@@ -47,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).register(sub)
+        _register(sub, module_name)
     for name, command in sub.choices.items():
         if name not in CODE_FREE_COMMANDS:
             add_trust_code_option(command)
@@ -55,6 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 CODE_FREE_COMMANDS = ("llm",)  # GGUF and Hugging Face folders name no Python code
+# Subcommands that need an optional extra: (command, extra, the extra's top-level modules).
+EXTRA_COMMANDS = {"slimtorch.cli.llm": ("llm", "llm", ("gguf", "tokenizers", "jinja2"))}
+
+
+def _register(sub: argparse._SubParsersAction, module_name: str) -> None:
+    """Add one subcommand module's commands; one whose optional extra is not installed
+    becomes a command that says which extra to install (so ``--help`` always works)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        command, extra, modules = EXTRA_COMMANDS.get(module_name, ("", "", ()))
+        if (exc.name or "").split(".")[0] not in modules:
+            raise
+        message = f"needs the {extra} extra ({exc.name} is not installed): " + (
+            f"pip install 'slimtorch[{extra}]'"
+        )
+        p = sub.add_parser(command, help=f"(not installed) {message}", add_help=True)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=functools.partial(_missing_extra, message))
+        return
+    module.register(sub)
+
+
+def _missing_extra(message: str, args: argparse.Namespace) -> int:
+    raise ConfigError(message)
 
 
 def add_trust_code_option(p: argparse.ArgumentParser) -> None:
@@ -70,7 +99,6 @@ def add_trust_code_option(p: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    from slimtorch import __version__
 
     return f"slimtorch {__version__}"
 
@@ -81,7 +109,6 @@ OUTPUT_OPTIONS = ("out", "json", "csv", "plot", "roofline_plot", "summary", "mar
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse an unwritable output (``--out``, ``--json``, ...) before any work is done."""
-    from slimtorch.io import check_writable
 
     for dest in OUTPUT_OPTIONS:
         value = getattr(args, dest, None)
@@ -117,7 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    from slimtorch.models.trust import trust_code_scope
 
     sub = getattr(args, "llm_command", None) or getattr(args, "search_command", None)
     command = " ".join(filter(None, (args.command, sub)))

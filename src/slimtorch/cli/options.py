@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from slimtorch.checkpoint import HEADER_FILE, WEIGHTS_FILE
 from slimtorch.cli.fields import Custom
 from slimtorch.errors import ConfigError
 
@@ -137,7 +138,6 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, object]:
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse a bad --out before any work is done."""
-    from slimtorch.checkpoint import HEADER_FILE, WEIGHTS_FILE
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; expected a folder for the checkpoint")

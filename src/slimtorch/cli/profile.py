@@ -23,8 +23,20 @@ from slimtorch.cli.options import (
 )
 from slimtorch.core.size import WeightFormat
 from slimtorch.errors import ConfigError
+from slimtorch.profile import profile_model
 from slimtorch.profile.memory import OPTIMIZER_STATES
+from slimtorch.profile.output import (
+    compare_table,
+    plot_profile,
+    print_profile,
+    profile_noise_hint,
+    wide_console,
+    write_csv,
+    write_json,
+)
 from slimtorch.profile.report import ProfileConfig
+from slimtorch.profile.roofline import plot_roofline, roofline_point
+from slimtorch.resolve import example_input, resolve_model
 
 MAX_WEIGHT_BITS = 32  # the widest float the size figure models
 
@@ -103,14 +115,6 @@ def profile_config(args: argparse.Namespace) -> ProfileConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``slimtorch profile``."""
-    from slimtorch.profile import profile_model
-    from slimtorch.profile.output import (
-        compare_table,
-        print_profile,
-        profile_noise_hint,
-        wide_console,
-    )
-    from slimtorch.resolve import example_input, resolve_model
 
     if len(args.models) > 2:
         raise ConfigError(f"profile: give one model, or two to compare; got {len(args.models)}")
@@ -151,7 +155,6 @@ def _weight_formats(args: argparse.Namespace) -> dict[str, WeightFormat]:
 
 
 def _write_outputs(args: argparse.Namespace, profiles: list[Any]) -> None:
-    from slimtorch.profile.output import plot_profile, write_csv, write_json
 
     single = profiles[0] if len(profiles) == 1 else profiles
     if args.json:
@@ -161,8 +164,6 @@ def _write_outputs(args: argparse.Namespace, profiles: list[Any]) -> None:
     if args.plot:
         plot_profile(single, args.plot)
     if args.roofline_plot:
-        from slimtorch.profile.roofline import plot_roofline, roofline_point
-
         p = profiles[0]
         if p.machine is None:
             raise ConfigError("--roofline-plot needs the machine peaks; drop --no-roofline")

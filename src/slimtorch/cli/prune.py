@@ -9,11 +9,16 @@ are the command's own.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.table import Table
 
+from slimtorch.accuracy_check import accuracy_warning, prune_suggestions
+from slimtorch.checkpoint import load_checkpoint, save_checkpoint
 from slimtorch.cli.fields import ConfigOptions, Custom
 from slimtorch.cli.options import (
     add_checkpoint_out_options,
@@ -24,10 +29,17 @@ from slimtorch.cli.options import (
     threads_from_args,
 )
 from slimtorch.core.granularity import format_granularity
+from slimtorch.data import load_data, make_loaders, recorded_split
+from slimtorch.data.record import check_given_data, data_record
 from slimtorch.errors import ConfigError
+from slimtorch.io import atomic_write_text
 from slimtorch.profile.noise import torch_threads
 from slimtorch.prune.config import ALLOCATIONS, CRITERIA, LR_SCHEDULERS, SCHEDULES, PruneConfig
-from slimtorch.prune.physical import IMPORTANCES, SurgeryConfig
+from slimtorch.prune.engine import prune_model
+from slimtorch.prune.physical import IMPORTANCES, SurgeryConfig, surgery_prune
+from slimtorch.prune.report import report_table, write_report_json
+from slimtorch.prune.sensitivity import plot_sensitivity, scan_and_propose
+from slimtorch.prune.surgery import pruned_spec
 
 DEFAULT_RATIOS = "0.25,0.5,0.7,0.8,0.9,0.95"
 
@@ -148,14 +160,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from slimtorch.accuracy_check import accuracy_warning, prune_suggestions
-    from slimtorch.checkpoint import load_checkpoint, save_checkpoint
-    from slimtorch.data import load_data, make_loaders, recorded_split
-    from slimtorch.data.record import check_given_data, data_record
-    from slimtorch.prune.engine import prune_model
-    from slimtorch.prune.report import report_table, write_report_json
 
     check_out_dir(args.out, args.overwrite)
     model, spec, metrics = load_checkpoint(args.checkpoint)
@@ -200,10 +204,6 @@ def _print_warning(warning: Any) -> None:
 
 def _sensitivity(model, config, args, train, val) -> dict[str, float]:
     """Scan, plot, propose; writes sensitivity.json and sensitivity.png to --out."""
-    import json
-
-    from slimtorch.io import atomic_write_text
-    from slimtorch.prune.sensitivity import plot_sensitivity, scan_and_propose
 
     if val is None:
         raise ConfigError("--sensitivity needs a validation split to score the scan")
@@ -218,15 +218,6 @@ def _sensitivity(model, config, args, train, val) -> dict[str, float]:
 
 def _run_surgery(args, model: Any, spec: Any, data: str, seed: int, metrics: dict) -> int:
     """``--surgery``: remove channels for real, fine-tune, save a reloadable checkpoint."""
-    import json
-
-    from slimtorch.accuracy_check import accuracy_warning, prune_suggestions
-    from slimtorch.checkpoint import save_checkpoint
-    from slimtorch.data import load_data, make_loaders
-    from slimtorch.data.record import check_given_data, data_record
-    from slimtorch.io import atomic_write_text
-    from slimtorch.prune.physical import surgery_prune
-    from slimtorch.prune.surgery import pruned_spec
 
     config = surgery_config_from_args(args, seed)
     splits = load_data(data, seed=seed)
@@ -263,8 +254,6 @@ def _run_surgery(args, model: Any, spec: Any, data: str, seed: int, metrics: dic
 
 def _print_surgery_table(report: Any, ratio: float) -> None:
     """Each layer's weight shape before and after channel surgery."""
-    from rich.console import Console
-    from rich.table import Table
 
     t = Table(title=f"channel surgery: {ratio:.0%} of channels removed per group")
     for col in ("layer", "weight before", "weight after"):

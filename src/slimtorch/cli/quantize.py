@@ -16,14 +16,25 @@ from typing import Any
 
 import torch
 
+from slimtorch.accuracy_check import accuracy_warning, quantize_suggestions
+from slimtorch.checkpoint import load_checkpoint
 from slimtorch.cli.fields import ConfigOptions, Custom
 from slimtorch.cli.options import add_threads_option, threads_from_args
 from slimtorch.core.size import effective_parameters
+from slimtorch.data import load_data, make_loaders, recorded_split
+from slimtorch.data.record import check_given_data, data_record
 from slimtorch.errors import ConfigError
+from slimtorch.io import atomic_write_text
 from slimtorch.profile.noise import torch_threads
-from slimtorch.quantize.kmeans import KMeansConfig
-from slimtorch.quantize.ptq import PTQConfig
-from slimtorch.quantize.qat import QATConfig
+from slimtorch.quantize.integer import to_integer
+from slimtorch.quantize.intformat import save_integer_model
+from slimtorch.quantize.kmeans import KMeansConfig, kmeans_quantize_model
+from slimtorch.quantize.mixed import sensitivity_scan
+from slimtorch.quantize.ptq import PTQConfig, quantize_ptq
+from slimtorch.quantize.qat import QATConfig, quantize_qat
+from slimtorch.quantize.report import save_histogram_png
+from slimtorch.quantize.trained import finetune_centroids, recalibrate_bn
+from slimtorch.train import evaluate
 
 INTEGER_BACKENDS = ("x86", "fbgemm", "reference")
 SENSITIVITY_BITS = (2, 4, 8)
@@ -145,8 +156,6 @@ def _add_centroid_options(p: argparse.ArgumentParser) -> None:
 
 
 def _linear(args, model, loaders, out: Path, record: dict) -> tuple[Any, Any, dict[str, Any]]:
-    from slimtorch.quantize.ptq import quantize_ptq
-    from slimtorch.quantize.qat import quantize_qat
 
     train, val, test = loaders
     config = PTQ_OPTIONS.build(args)
@@ -162,9 +171,6 @@ def _linear(args, model, loaders, out: Path, record: dict) -> tuple[Any, Any, di
 
 
 def _export_integer(args, config, qmodel, train, test, out: Path, record: dict) -> dict[str, Any]:
-    from slimtorch.quantize.integer import to_integer
-    from slimtorch.quantize.intformat import save_integer_model
-    from slimtorch.train import evaluate
 
     if config.weight_bits > 8 or not config.activation_bits or config.activation_bits > 8:
         raise ConfigError("--integer: needs --bits and --activation-bits of at most 8")
@@ -185,8 +191,6 @@ def _export_integer(args, config, qmodel, train, test, out: Path, record: dict) 
 
 
 def _kmeans(args, model, loaders) -> tuple[Any, Any, dict[str, Any]]:
-    from slimtorch.quantize.kmeans import kmeans_quantize_model
-    from slimtorch.quantize.trained import finetune_centroids, recalibrate_bn
 
     train, val, _ = loaders
     if args.qat or args.integer:
@@ -211,7 +215,6 @@ def _kmeans(args, model, loaders) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def _histogram(model, qmodel, out: Path, method: str) -> None:
-    from slimtorch.quantize.report import save_histogram_png
 
     float_weights = {
         n: p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1
@@ -238,12 +241,10 @@ def _effective(qmodel, name: str):
 
 
 def _sensitivity(args, model, loaders, out: Path) -> dict[str, Any]:
-    from slimtorch.quantize.mixed import sensitivity_scan
 
     result = sensitivity_scan(
         model, loaders[1], bits=SENSITIVITY_BITS, method=args.method, exclude=tuple(args.exclude)
     )
-    from slimtorch.io import atomic_write_text
 
     atomic_write_text(out / "sensitivity.json", json.dumps(result.to_dict(), indent=2))
     result.plot(out / "sensitivity.png")
@@ -253,7 +254,6 @@ def _sensitivity(args, model, loaders, out: Path) -> dict[str, Any]:
 def _warnings(args, report, extra: dict[str, Any], num_classes: int) -> list[dict[str, Any]]:
     """Accuracy warnings (``AccuracyWarning.to_dict()``) for the quantized model and, with
     ``--integer``, the int8 integer-only model."""
-    from slimtorch.accuracy_check import accuracy_warning, quantize_suggestions
 
     config = (PTQ_OPTIONS if args.method == "linear" else KMEANS_OPTIONS).build(args)
     tips = quantize_suggestions(args, config)
@@ -274,11 +274,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from slimtorch.checkpoint import load_checkpoint
-    from slimtorch.data import load_data, make_loaders, recorded_split
-    from slimtorch.data.record import check_given_data, data_record
-    from slimtorch.io import atomic_write_text
-    from slimtorch.train import evaluate
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from slimtorch.checkpoint import load_checkpoint, save_checkpoint
 from slimtorch.cli.fields import ConfigOptions, Custom
 from slimtorch.cli.options import (
     add_checkpoint_out_options,
@@ -27,9 +28,16 @@ from slimtorch.cli.options import (
     checked_by_config,
     threads_from_args,
 )
+from slimtorch.data import load_data, recorded_split
+from slimtorch.data.record import check_given_data, data_record
 from slimtorch.profile.noise import torch_threads
+from slimtorch.search.amc import amc_search, write_amc
 from slimtorch.search.amc_config import AMCConfig
+from slimtorch.search.cost import budget_cost
+from slimtorch.search.netadapt import netadapt
 from slimtorch.search.netadapt_config import COSTS, NetAdaptConfig
+from slimtorch.search.netadapt_steps import write_trajectory
+from slimtorch.search.parallel import Workers
 
 NETADAPT_OPTIONS = ConfigOptions(
     NetAdaptConfig,
@@ -118,10 +126,6 @@ def _common_options(p: argparse.ArgumentParser) -> None:
 
 def _setup(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """Checkpoint, data, example input, workers, state path and cost of one search."""
-    from slimtorch.checkpoint import load_checkpoint
-    from slimtorch.data import load_data, recorded_split
-    from slimtorch.data.record import check_given_data, data_record
-    from slimtorch.search.parallel import Workers
 
     check_out_dir(args.out, args.overwrite)
     model, spec, metrics = load_checkpoint(args.checkpoint)
@@ -144,7 +148,6 @@ def _setup(args: argparse.Namespace, method: str) -> dict[str, Any]:
 def _cost(args: argparse.Namespace, kind: str, s: dict[str, Any], batch: int) -> Any:
     """``model -> cost`` for the budget (this machine's lookup table, calibrated on the
     starting model, or MACs)."""
-    from slimtorch.search.cost import budget_cost
 
     example, model = s["example"], s["model"]
     return budget_cost(kind, example, batch, args.latency_table, True, calibrate_on=model)
@@ -152,8 +155,6 @@ def _cost(args: argparse.Namespace, kind: str, s: dict[str, Any], batch: int) ->
 
 def run_netadapt(args: argparse.Namespace) -> int:
     """Run ``slimtorch search netadapt``."""
-    from slimtorch.search.netadapt import netadapt
-    from slimtorch.search.netadapt_steps import write_trajectory
 
     with torch_threads(threads_from_args(args)):
         s = _setup(args, "netadapt")
@@ -184,7 +185,6 @@ def run_netadapt(args: argparse.Namespace) -> int:
 
 def run_amc(args: argparse.Namespace) -> int:
     """Run ``slimtorch search amc``."""
-    from slimtorch.search.amc import amc_search, write_amc
 
     with torch_threads(threads_from_args(args)):
         s = _setup(args, "amc")
@@ -216,7 +216,6 @@ def run_amc(args: argparse.Namespace) -> int:
 
 
 def _save(args: argparse.Namespace, model: Any, spec: Any, metrics: dict[str, Any]) -> None:
-    from slimtorch.checkpoint import save_checkpoint
 
     path = save_checkpoint(args.out, model, spec, metrics, overwrite=args.overwrite)
     print(f"wrote {path} and the search record in {args.out}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
+from slimtorch.checkpoint import save_checkpoint
 from slimtorch.cli.fields import ConfigOptions
 from slimtorch.cli.options import (
     add_batch_size_option,
@@ -12,8 +15,11 @@ from slimtorch.cli.options import (
     check_out_dir,
     model_kwargs,
 )
-from slimtorch.errors import ConfigError, first_line
-from slimtorch.train import FitConfig
+from slimtorch.data import load_data, make_loaders
+from slimtorch.data.record import data_record
+from slimtorch.errors import ConfigError, ModelError, first_line
+from slimtorch.models import ModelSpec, create_model
+from slimtorch.train import FitConfig, evaluate, fit
 
 FIT_OPTIONS = ConfigOptions(FitConfig, group="training (FitConfig)")
 
@@ -58,11 +64,6 @@ def _shape_kwargs(model: str, sample_shape: tuple[int, ...], data: str) -> dict[
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from slimtorch.checkpoint import save_checkpoint
-    from slimtorch.data import load_data, make_loaders
-    from slimtorch.data.record import data_record
-    from slimtorch.models import ModelSpec, create_model
-    from slimtorch.train import evaluate, fit
 
     check_out_dir(args.out, args.overwrite)
     config = FIT_OPTIONS.build(args)
@@ -95,9 +96,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def check_model_takes_data(model: object, splits: object, data: str) -> None:
     """One forward pass on a real sample: a shape mismatch is a one-line error."""
-    import torch
-
-    from slimtorch.errors import ModelError
 
     x = splits.train[0][0].unsqueeze(0)
     was_training = model.training
@@ -120,6 +118,5 @@ def check_model_takes_data(model: object, splits: object, data: str) -> None:
 
 def torch_seed(seed: int) -> None:
     """Seed torch's global generator (model initialization)."""
-    import torch
 
     torch.manual_seed(seed)
