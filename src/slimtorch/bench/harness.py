@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from rich.progress import Progress
 
 from slimtorch.bench.accuracy import DivisionConfig, accuracy_mode, check_division
 from slimtorch.bench.clock import Clock
@@ -28,6 +29,8 @@ from slimtorch.bench.results import with_noise
 from slimtorch.bench.samples import TensorSamples
 from slimtorch.bench.settings import TestSettings
 from slimtorch.bench.sut import BenchTarget, LoadOptions, load_target, recorded_data
+from slimtorch.data import load_data
+from slimtorch.data.record import check_data_fits
 from slimtorch.errors import ConfigError, DataError
 from slimtorch.profile.noise import NoiseWatch, torch_threads
 
@@ -57,7 +60,6 @@ def load_eval_data(data: str = "digits", split: str = "test", seed: int = 0) -> 
     Returns:
         ``EvalData``.
     """
-    from slimtorch.data import load_data
 
     if split not in SPLITS:
         raise ConfigError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
@@ -94,7 +96,6 @@ def eval_data_for(
         DataError: (one line) given data whose samples do not fit an artefact, or, with no
             data given, artefacts made on samples of different shapes.
     """
-    from slimtorch.data.record import check_data_fits
 
     named = [str(s) for s in sources if not isinstance(s, BenchTarget)]
     first = [str(sources[baseline])] if 0 <= baseline < len(sources) else []
@@ -254,7 +255,6 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
     if not enabled:
         yield lambda _label: None
         return
-    from rich.progress import Progress
 
     with Progress(transient=True) as bar:
         task = bar.add_task("benchmarking", total=total)

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 import torch
+from gguf import GGUFValueType as V
 
 from slimtorch.errors import ConfigError
 from slimtorch.io import atomic_output
@@ -147,7 +149,6 @@ def export_gguf(
     Returns:
         The path written.
     """
-    import gguf
 
     cfg = config or ExportConfig()
     target = Path(path)
@@ -168,7 +169,6 @@ def export_gguf(
 
 
 def _value_type(value: Any) -> Any:
-    from gguf import GGUFValueType as V
 
     if isinstance(value, bool):
         return V.BOOL
@@ -182,7 +182,6 @@ def _value_type(value: Any) -> Any:
 
 
 def _add_kv(writer: Any, key: str, value: Any) -> None:
-    from gguf import GGUFValueType as V
 
     if isinstance(value, list | tuple):
         if not value:

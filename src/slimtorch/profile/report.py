@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from rich.console import Console
 from torch import nn
 
 from slimtorch.core.size import (
@@ -327,7 +328,6 @@ class _Stages:
     def __call__(self, what: str) -> Any:
         if not self.enabled:
             return _Null()
-        from rich.console import Console
 
         return Console(stderr=True).status(f"[bold]profile[/]: {what}")
 

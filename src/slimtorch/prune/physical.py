@@ -15,6 +15,8 @@ from torch import nn
 
 from slimtorch.core.trace import trace_model
 from slimtorch.errors import ConfigError
+from slimtorch.prune.surgery import prune_channels
+from slimtorch.train import FitConfig, evaluate, fit
 
 IMPORTANCES = ("l1", "l2", "bn")
 
@@ -93,8 +95,6 @@ def surgery_prune(
     Example:
         >>> cfg = SurgeryConfig(ratio=0.5)  # doctest: +SKIP
     """
-    from slimtorch.prune.surgery import prune_channels
-    from slimtorch.train import FitConfig, evaluate, fit
 
     train, val, test = loaders
     small = prune_channels(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import torch
 from rich.progress import Progress
 from torch import Tensor, nn
@@ -344,10 +347,8 @@ def _resume(
 
 def plot_rewards(result: AMCResult, path: str | os.PathLike[str]) -> Path:
     """The reward of every episode and the best so far, as a PNG (written atomically)."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     episodes = [r.episode for r in result.history]
     rewards = [r.reward for r in result.history]
@@ -374,7 +375,6 @@ def write_amc(result: AMCResult, folder: str | os.PathLike[str]) -> tuple[Path, 
     Returns:
         The two paths.
     """
-    import json
 
     folder = Path(folder)
     text = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -29,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from slimtorch.core.trace import trace_model
 from slimtorch.data import Splits
 from slimtorch.errors import ConfigError, DataError
-from slimtorch.io import atomic_write_text
+from slimtorch.io import atomic_write_bytes, atomic_write_text
 from slimtorch.search.netadapt_config import Latency, NetAdaptResult
 from slimtorch.train import FitConfig, evaluate, fit
 
@@ -260,12 +262,8 @@ def plot_trajectory(summary: dict[str, Any], path: str | Path) -> Path:
     Returns:
         ``path``.
     """
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from slimtorch.io import atomic_write_bytes
 
     steps, l0 = summary["trajectory"], summary["original_latency"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
