@@ -151,15 +151,22 @@ def amc_search(
                     _save_state(state_path, s, agent, history, fingerprint)
                 advance(len(batch), max(history, key=lambda r: r.reward))
         best = max(history, key=lambda r: r.reward)  # the first of equal rewards
-        pruned = apply_policy(model, example_input, best.counts, importance=config.importance,
-                              grams=s.grams, graph=s.graph)  # fmt: skip
-        if s.bn_x is not None:  # as the episode was scored
-            recalibrate_bn(pruned, [(x, None) for x in s.bn_x.split(config.batch_size)])
+        pruned = _best_model(s, best)
     return AMCResult(
         model=pruned.eval(), best=best, history=tuple(history), sizes=s.policy(s.env.sizes),
         original=original, budget=s.budget, config=config,
         spec=None if spec is None else pruned_spec(spec, pruned),
     )  # fmt: skip
+
+
+def _best_model(s: _Search, best: EpisodeRecord) -> nn.Module:
+    """The best episode's pruned model, as it was scored (BatchNorm re-estimated if asked)."""
+    c = s.config
+    pruned = apply_policy(s.model, s.example_input, best.counts, importance=c.importance,
+                          grams=s.grams, graph=s.graph)  # fmt: skip
+    if s.bn_x is not None:
+        recalibrate_bn(pruned, [(x, None) for x in s.bn_x.split(c.batch_size)])
+    return pruned
 
 
 def _prepare(
