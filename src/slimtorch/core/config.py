@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -47,3 +47,27 @@ def config_values(cls: type, d: Mapping[str, Any], version: int | None = None) -
     if unknown:
         raise ConfigError(f"{name}: unknown field(s) {', '.join(unknown)}")
     return values
+
+
+def is_int(x: object, low: int = 0) -> bool:
+    """An ``int`` (not a ``bool``) of at least ``low``."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= low
+
+
+def check_fields(config: object, checks: Iterable[tuple[str, bool, str]]) -> None:
+    """Raise for the first ``(field, ok, expected)`` that is not ok, naming the field.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Demo:
+        ...     epochs: int = -1
+        >>> check_fields(Demo(), [("epochs", False, "an int >= 0")])
+        Traceback (most recent call last):
+        ...
+        slimtorch.errors.ConfigError: Demo.epochs: expected an int >= 0, got -1
+    """
+    for name, ok, expected in checks:
+        if not ok:
+            value = getattr(config, name)
+            raise ConfigError(f"{type(config).__name__}.{name}: expected {expected}, got {value!r}")

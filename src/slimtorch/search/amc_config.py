@@ -15,8 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from slimtorch.core.config import config_values
-from slimtorch.errors import ConfigError
+from slimtorch.core.config import check_fields, config_values, is_int
 from slimtorch.models import ModelSpec
 from slimtorch.prune.channel_importance import IMPORTANCE
 from slimtorch.search import ddpg
@@ -28,10 +27,6 @@ PAPER_BUDGET = 0.5  # "50% FLOPs" (Table 2, 3)
 PAPER_LBOUND, PAPER_RBOUND = 0.2, 1.0  # reference: --lbound 0.2 --rbound 1
 PAPER_WARMUP, PAPER_EPISODES = 100, 400  # Sec. 4: 100 warm-up + 300 exploiting episodes
 PAPER_MEMORY_PER_LAYER = 100  # reference: --rmsize 100, times the number of layers
-
-
-def _is_int(x: object, low: int = 0) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= low
 
 
 def _is_real(x: object, low: float, high: float, closed: bool = False) -> bool:
@@ -117,10 +112,7 @@ class AMCConfig:
     version: int = AMC_CONFIG_VERSION
 
     def __post_init__(self) -> None:
-        for name, ok, expected in _checks(self):
-            if not ok:
-                value = getattr(self, name)
-                raise ConfigError(f"AMCConfig.{name}: expected {expected}, got {value!r}")
+        check_fields(self, _checks(self))
 
     def agent_config(self, steps: int) -> ddpg.DDPGConfig:
         """The agent's settings for a model of ``steps`` prunable groups."""
@@ -154,29 +146,29 @@ def _checks(c: AMCConfig) -> list[tuple[str, bool, str]]:
         ("budget_ratio", budget_ok, budget_text),
         ("lbound", _is_real(c.lbound, 0, 1), "a number in (0, 1]"),
         ("rbound", _is_real(c.rbound, 0, 1) and c.rbound >= c.lbound, "a number in [lbound, 1]"),
-        ("episodes", _is_int(c.episodes, 1), "an int >= 1"),
-        ("warmup", _is_int(c.warmup) and c.warmup <= c.episodes, "an int in [0, episodes]"),
-        ("rollouts", _is_int(c.rollouts, 1), "an int >= 1"),
-        ("hidden1", _is_int(c.hidden1, 1), "an int >= 1"),
-        ("hidden2", _is_int(c.hidden2, 1), "an int >= 1"),
+        ("episodes", is_int(c.episodes, 1), "an int >= 1"),
+        ("warmup", is_int(c.warmup) and c.warmup <= c.episodes, "an int in [0, episodes]"),
+        ("rollouts", is_int(c.rollouts, 1), "an int >= 1"),
+        ("hidden1", is_int(c.hidden1, 1), "an int >= 1"),
+        ("hidden2", is_int(c.hidden2, 1), "an int >= 1"),
         ("lr_actor", _is_real(c.lr_actor, 0, math.inf), "a number > 0"),
         ("lr_critic", _is_real(c.lr_critic, 0, math.inf), "a number > 0"),
         ("tau", _is_real(c.tau, 0, 1), "a number in (0, 1]"),
-        ("agent_batch_size", _is_int(c.agent_batch_size, 1), "an int >= 1"),
-        ("memory_per_layer", _is_int(c.memory_per_layer, 1), "an int >= 1"),
+        ("agent_batch_size", is_int(c.agent_batch_size, 1), "an int >= 1"),
+        ("memory_per_layer", is_int(c.memory_per_layer, 1), "an int >= 1"),
         ("discount", _is_real(c.discount, 0, 1, closed=True), "a number in [0, 1]"),
         ("init_sigma", _is_real(c.init_sigma, 0, math.inf, closed=True), "a number >= 0"),
         ("sigma_decay", _is_real(c.sigma_decay, 0, 1), "a number in (0, 1]"),
         ("baseline_alpha", _is_real(c.baseline_alpha, 0, 1, closed=True), "a number in [0, 1]"),
-        ("val_samples", _is_int(c.val_samples), "an int >= 0"),
-        ("batch_size", _is_int(c.batch_size, 1), "an int >= 1"),
+        ("val_samples", is_int(c.val_samples), "an int >= 0"),
+        ("batch_size", is_int(c.batch_size, 1), "an int >= 1"),
         ("importance", c.importance in IMPORTANCE, f"one of {', '.join(IMPORTANCE)}"),
         ("reconstruct", isinstance(c.reconstruct, bool), "true or false"),
-        ("calib_samples", _is_int(c.calib_samples, 1), "an int >= 1"),
-        ("round_to", _is_int(c.round_to, 1), "an int >= 1"),
-        ("latency_batch", _is_int(c.latency_batch, 1), "an int >= 1"),
-        ("bn_samples", _is_int(c.bn_samples, 0), "an int >= 0"),
-        ("seed", _is_int(c.seed), "an int >= 0"),
+        ("calib_samples", is_int(c.calib_samples, 1), "an int >= 1"),
+        ("round_to", is_int(c.round_to, 1), "an int >= 1"),
+        ("latency_batch", is_int(c.latency_batch, 1), "an int >= 1"),
+        ("bn_samples", is_int(c.bn_samples, 0), "an int >= 0"),
+        ("seed", is_int(c.seed), "an int >= 0"),
     ]
 
 

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slimtorch.core.config import config_values
+from slimtorch.core.config import check_fields, config_values
 from slimtorch.errors import ConfigError
 
 DDPG_CONFIG_VERSION = 1
@@ -125,10 +125,7 @@ class DDPGConfig:
              "in [0, 1]"),
             ("version", self.version == DDPG_CONFIG_VERSION, f"{DDPG_CONFIG_VERSION}"),
         ]  # fmt: skip
-        for name, ok, expected in checks:
-            if not ok:
-                value = getattr(self, name)
-                raise ConfigError(f"DDPGConfig.{name}: expected {expected}, got {value!r}")
+        check_fields(self, checks)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields, ready for JSON."""

@@ -12,8 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from slimtorch.core.config import config_values
-from slimtorch.errors import ConfigError
+from slimtorch.core.config import check_fields, config_values, is_int
 from slimtorch.models import ModelSpec
 from slimtorch.prune.channel_importance import IMPORTANCE
 from slimtorch.train import OPTIMIZERS
@@ -80,10 +79,7 @@ class NetAdaptConfig:
     latency_batch: int = 1
 
     def __post_init__(self) -> None:
-        for name, ok, expected in _checks(self):
-            if not ok:
-                value = getattr(self, name)
-                raise ConfigError(f"NetAdaptConfig.{name}: expected {expected}, got {value!r}")
+        check_fields(self, _checks(self))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields plus ``"version"``, ready for JSON or TOML."""
@@ -93,10 +89,6 @@ class NetAdaptConfig:
     def from_dict(cls, d: dict[str, Any]) -> NetAdaptConfig:
         """Inverse of :meth:`to_dict`; refuses unknown fields and newer versions."""
         return cls(**config_values(cls, d, NETADAPT_CONFIG_VERSION))
-
-
-def _is_int(x: object, low: int = 0) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= low
 
 
 def _is_real(x: object, low: float, high: float) -> bool:
@@ -111,20 +103,20 @@ def _checks(c: NetAdaptConfig) -> list[tuple[str, bool, str]]:
         ("budget_seconds", seconds, "None or a number > 0"),
         ("init_reduction", _is_real(c.init_reduction, 0, 1), "a number in (0, 1)"),
         ("reduction_decay", _is_real(c.reduction_decay, 0, 1.0000001), "a number in (0, 1]"),
-        ("short_term_batches", _is_int(c.short_term_batches), "an int >= 0"),
+        ("short_term_batches", is_int(c.short_term_batches), "an int >= 0"),
         ("short_term_lr", _is_real(c.short_term_lr, 0, math.inf), "a number > 0"),
-        ("long_term_epochs", _is_int(c.long_term_epochs), "an int >= 0"),
+        ("long_term_epochs", is_int(c.long_term_epochs), "an int >= 0"),
         ("long_term_lr", _is_real(c.long_term_lr, 0, math.inf), "a number > 0"),
         ("optimizer", c.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
-        ("batch_size", _is_int(c.batch_size, 1), "an int >= 1"),
+        ("batch_size", is_int(c.batch_size, 1), "an int >= 1"),
         ("cost", c.cost in COSTS, f"one of {', '.join(COSTS)}"),
-        ("latency_batch", _is_int(c.latency_batch, 1), "an int >= 1"),
-        ("val_samples", _is_int(c.val_samples), "an int >= 0"),
+        ("latency_batch", is_int(c.latency_batch, 1), "an int >= 1"),
+        ("val_samples", is_int(c.val_samples), "an int >= 0"),
         ("importance", c.importance in IMPORTANCE, f"one of {', '.join(IMPORTANCE)}"),
-        ("min_channels", _is_int(c.min_channels, 1), "an int >= 1"),
-        ("round_to", _is_int(c.round_to, 1), "an int >= 1"),
-        ("seed", _is_int(c.seed), "an int >= 0"),
-        ("max_iterations", _is_int(c.max_iterations, 1), "an int >= 1"),
+        ("min_channels", is_int(c.min_channels, 1), "an int >= 1"),
+        ("round_to", is_int(c.round_to, 1), "an int >= 1"),
+        ("seed", is_int(c.seed), "an int >= 0"),
+        ("max_iterations", is_int(c.max_iterations, 1), "an int >= 1"),
     ]
 
 
