@@ -30,14 +30,12 @@ import torch
 from torch import Tensor
 
 from slimtorch.core.granularity import (
-    QUANT_KINDS,
     Granularity,
     PerChannel,
     PerGroup,
     PerTensor,
     granularity_from_dict,
     granularity_to_dict,
-    parse_granularity,
 )
 from slimtorch.errors import ConfigError
 
@@ -50,27 +48,10 @@ __all__ = [
     "expand_blocks",
     "from_blocks",
     "granularity_from_dict",
-    "granularity_from_name",
     "granularity_to_dict",
     "grouped",
     "to_blocks",
 ]
-
-
-def granularity_from_name(name: str, group_size: int | None = None, axis: int = 0) -> Granularity:
-    """A quantization granularity from its spelling (``tensor``, ``channel``, ``group:SIZE``), or
-    ``group`` with ``group_size`` given apart (``--granularity group --group-size 32``).
-
-    Example:
-        >>> granularity_from_name("group", 32), granularity_from_name("group:64")
-        (PerGroup(size=32, axis=-1, ragged=False), PerGroup(size=64, axis=-1, ragged=False))
-    """
-    if name == "group":
-        if group_size is None:
-            raise ConfigError("granularity 'group' needs a size: group:SIZE (or --group-size)")
-        return PerGroup(group_size)
-    g = parse_granularity(name, QUANT_KINDS)
-    return PerChannel(axis) if isinstance(g, PerChannel) else g
 
 
 def block_size(shape: tuple[int, ...] | torch.Size, granularity: Granularity) -> tuple[int, ...]:

@@ -48,7 +48,6 @@ from slimtorch.quantize.granularity import (
     expand_blocks,
     from_blocks,
     granularity_from_dict,
-    granularity_from_name,
     granularity_to_dict,
     to_blocks,
 )
@@ -67,7 +66,6 @@ __all__ = [
     "expand_blocks",
     "fake_quantize",
     "granularity_from_dict",
-    "granularity_from_name",
     "granularity_to_dict",
     "qparams_from_range",
     "quantization_error",
